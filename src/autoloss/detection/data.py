@@ -1,0 +1,159 @@
+"""In-memory detection data: the container every loader returns, its error and its bad-data report.
+
+Images are letterboxed (aspect kept, padded bottom/right) to one square size when loaded, so a training
+batch is a plain stack and boxes only need one scale factor. Boxes are xyxy pixels in that letterboxed
+frame; labels are 1..K (torchvision's convention: 0 is background).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from autoloss.errors import AutolossError
+
+# Padding colour of letterboxed images: roughly the ImageNet mean the detectors normalise with,
+# so padding looks like "nothing" to a freshly initialised network.
+PAD_RGB = (124, 116, 104)
+
+
+class DatasetError(AutolossError, ValueError):
+    """A dataset file that cannot be used at all (malformed JSON, a missing field), naming the file."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class DataWarning(UserWarning):
+    """Bad items that were skipped or repaired while loading (emitted once per load)."""
+
+
+@dataclass
+class DataReport:
+    """Counts of what a loader skipped or repaired; `problems()` lists the non-zero ones."""
+
+    images_missing: int = 0
+    images_unreadable: int = 0
+    boxes_clipped: int = 0
+    boxes_dropped: int = 0
+    annotations_crowd_skipped: int = 0
+    annotations_orphaned: int = 0
+    images_without_boxes: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def note(self, counter: str, example: str) -> None:
+        setattr(self, counter, getattr(self, counter) + 1)
+        if len(self.examples) < 5:
+            self.examples.append(example)
+
+    def problems(self) -> dict[str, int]:
+        # Images without boxes are legitimate negatives, not a problem worth a warning.
+        skip = {"examples", "images_without_boxes"}
+        return {k: v for k, v in self.__dict__.items() if k not in skip and v}
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in self.problems().items())
+        first = f" (e.g. {'; '.join(self.examples[:3])})" if self.examples else ""
+        return f"{counts}{first}"
+
+    def warn_once(self, source: str) -> None:
+        if self.problems():
+            warnings.warn(f"{source}: {self.summary()}", DataWarning, stacklevel=3)
+
+
+@dataclass(frozen=True)
+class DetectionData:
+    """One split: images uint8 [N,S,S,3], per-image boxes float32 [n,4] xyxy and labels int64 [n] in 1..K."""
+
+    images: np.ndarray
+    boxes: tuple[np.ndarray, ...]
+    labels: tuple[np.ndarray, ...]
+    class_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if len(self.boxes) != n or len(self.labels) != n:
+            raise ValueError(f"{n} images but {len(self.boxes)} box sets and {len(self.labels)} label sets")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1]) if len(self.images) else 0
+
+    @property
+    def num_boxes(self) -> int:
+        return sum(len(b) for b in self.boxes)
+
+    def subset(self, indices: list[int] | np.ndarray) -> DetectionData:
+        idx = [int(i) for i in indices]
+        return DetectionData(
+            images=self.images[idx],
+            boxes=tuple(self.boxes[i] for i in idx),
+            labels=tuple(self.labels[i] for i in idx),
+            class_names=self.class_names,
+        )
+
+
+@dataclass(frozen=True)
+class DataSplit:
+    """What `load_dataset` returns: both splits, the class names (index i is label i+1) and the report."""
+
+    train: DetectionData
+    val: DetectionData
+    class_names: tuple[str, ...]
+    report: DataReport
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def letterbox(image: Image.Image, size: int) -> tuple[np.ndarray, float]:
+    """Resize keeping aspect so the long side is `size`, pad bottom/right; return (uint8 [S,S,3], scale)."""
+    image = to_rgb(image)
+    w, h = image.size
+    scale = size / max(w, h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (size, size), PAD_RGB)
+    canvas.paste(resized, (0, 0))
+    return np.asarray(canvas, dtype=np.uint8), scale
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Grayscale, palette and RGBA images become RGB (alpha composited on the pad colour, not black)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*PAD_RGB, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def clean_boxes(
+    boxes: np.ndarray, width: float, height: float, report: DataReport, where: str, min_size: float = 1.0
+) -> np.ndarray:
+    """Clip xyxy boxes to the image; return the keep mask, counting clipped and dropped boxes in `report`.
+
+    A box narrower or lower than `min_size` pixels after clipping (including zero, negative and wholly
+    outside boxes) is dropped: it cannot be matched and breaks torchvision's degenerate-box check.
+    """
+    clipped = boxes.copy()
+    clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(0, width)
+    clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(0, height)
+    keep = ((clipped[:, 2] - clipped[:, 0]) >= min_size) & ((clipped[:, 3] - clipped[:, 1]) >= min_size)
+    changed = np.any(np.abs(clipped - boxes) > 1e-3, axis=1)
+    for i in np.flatnonzero(~keep):
+        report.note("boxes_dropped", f"{where}: box {boxes[i].round(1).tolist()} is empty inside the image")
+    for _ in np.flatnonzero(keep & changed):
+        report.boxes_clipped += 1
+    boxes[:] = clipped
+    return keep

@@ -1,0 +1,214 @@
+"""One experiment end to end: data, detector, training, COCO mAP on val, as a JSON-serialisable result.
+
+`run_experiment` is what the CLI and the search's evaluator call (possibly in a subprocess: the config and
+result are plain data). Config errors raise ValueError before any work; what happens during training or
+evaluation becomes the result's status ("ok", "diverged", "failed") and reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from autoloss.detection.coco_eval import coco_ground_truth, coco_map, detections_to_coco
+from autoloss.detection.data import DataSplit, DetectionData
+from autoloss.detection.datasets import load_dataset
+from autoloss.detection.detectors import CLS_BRANCH, DETECTORS, Detector, build_detector
+from autoloss.detection.loss_spec import loss_text, resolve_loss
+from autoloss.detection.train import (
+    ProgressFn,
+    TrainConfig,
+    thread_limit,
+    train_detector,
+    validate_train_config,
+)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """What to train on what. Losses are text (a named loss, an expression or "default")."""
+
+    detector: str = "fcos"
+    backbone: str = "tiny"
+    data: str = "shapes"
+    images: str | None = None
+    image_size: int | None = None
+    train_size: int = 800
+    val_size: int = 200
+    data_seed: int = 0
+    cls_loss: str = "default"
+    reg_loss: str = "default"
+    cls_weight: float = 1.0
+    reg_weight: float | None = None
+    seed: int = 0
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(iterations=700))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ExperimentConfig:
+        raw = dict(raw)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown experiment setting(s): {', '.join(sorted(unknown))}")
+        train = raw.pop("train", {}) or {}
+        if not isinstance(train, TrainConfig):
+            train_known = {f.name for f in dataclasses.fields(TrainConfig)}
+            bad = set(train) - train_known
+            if bad:
+                raise ValueError(f"unknown train setting(s): {', '.join(sorted(bad))}")
+            train = TrainConfig(**train)
+        return cls(train=train, **raw)
+
+
+def validate_experiment(cfg: ExperimentConfig) -> None:
+    """Raise ValueError for a setting that cannot work (before any data is loaded or model built)."""
+    if cfg.detector not in DETECTORS:
+        raise ValueError(f"unknown detector {cfg.detector!r}; expected one of {', '.join(DETECTORS)}")
+    if cfg.cls_weight < 0 or (cfg.reg_weight is not None and cfg.reg_weight < 0):
+        raise ValueError("loss weights must be >= 0")
+    if cfg.image_size is not None and (cfg.image_size < 32 or cfg.image_size % 32):
+        raise ValueError(f"image_size must be a positive multiple of 32, got {cfg.image_size}")
+    validate_train_config(cfg.train)
+
+
+@dataclass
+class RunResult:
+    """The outcome of one experiment; `metrics` (AP, AP50, ...) is empty unless status is "ok"."""
+
+    status: str
+    reason: str
+    metrics: dict[str, float]
+    iterations: int
+    seconds: float
+    final_loss: float | None
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    loss_curve: list[float] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ap(self) -> float:
+        """COCO AP, 0.0 for a run that did not finish (the search's fitness)."""
+        return float(self.metrics.get("AP", 0.0)) if self.status == "ok" else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunResult:
+        return cls(**raw)
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    *,
+    cls_loss: Any = None,
+    reg_loss: Any = None,
+    data: DataSplit | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[RunResult, Detector | None]:
+    """Train and evaluate; `cls_loss`/`reg_loss` objects override the config's loss text.
+
+    Returns the result and the trained detector (None if it could not be built).
+    """
+    validate_experiment(cfg)
+    start = time.perf_counter()
+    cls_spec = cls_loss if cls_loss is not None else cfg.cls_loss
+    reg_spec = reg_loss if reg_loss is not None else cfg.reg_loss
+    record = cfg.to_dict()
+    try:
+        cls = resolve_loss(cls_spec, CLS_BRANCH[cfg.detector])
+        reg = resolve_loss(reg_spec, "reg")
+        record.update(cls_loss=loss_text(cls), reg_loss=loss_text(reg))
+        if data is None:
+            data = load_dataset(
+                cfg.data,
+                cfg.images,
+                cfg.image_size,
+                cfg.data_seed,
+                train_size=cfg.train_size,
+                val_size=cfg.val_size,
+            )
+        image_size = data.train.image_size
+        detector = build_detector(
+            cfg.detector,
+            data.num_classes,
+            cfg.backbone,
+            cls,
+            reg,
+            cfg.cls_weight,
+            cfg.reg_weight,
+            image_size,
+            seed=cfg.seed,
+        )
+    except Exception as err:  # the evaluator reports a candidate it cannot even build; it does not crash
+        return _failed(err, record, start), None
+    outcome = train_detector(detector, data.train, cfg.train, cfg.seed, progress)
+    result = RunResult(
+        status=outcome.status,
+        reason=outcome.reason,
+        metrics={},
+        iterations=outcome.iterations,
+        seconds=0.0,
+        final_loss=outcome.final_loss,
+        train_seconds=outcome.seconds,
+        loss_curve=[v if math.isfinite(v) else None for v in outcome.loss_curve],
+        config=record,
+    )
+    if outcome.status == "ok":
+        eval_start = time.perf_counter()
+        try:
+            result.metrics = evaluate_detector(detector, data.val, cfg.train)
+        except Exception as err:
+            result.status, result.reason = "failed", f"evaluation: {type(err).__name__}: {err}"
+        result.eval_seconds = time.perf_counter() - eval_start
+    result.seconds = time.perf_counter() - start
+    return result, detector
+
+
+def _failed(err: Exception, record: dict[str, Any], start: float) -> RunResult:
+    return RunResult(
+        status="failed",
+        reason=f"{type(err).__name__}: {err}",
+        metrics={},
+        iterations=0,
+        seconds=time.perf_counter() - start,
+        final_loss=None,
+        config=record,
+    )
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module, data: DetectionData, batch_size: int = 32, device: str = "cpu"
+) -> list[dict]:
+    """Detections per image as numpy {"boxes" xyxy, "scores", "labels"} in the letterboxed frame."""
+    model.to(device).eval()
+    out: list[dict[str, np.ndarray]] = []
+    for start in range(0, len(data), batch_size):
+        pixels = torch.from_numpy(np.array(data.images[start : start + batch_size])).to(device)
+        images = list(pixels.permute(0, 3, 1, 2).float().div_(255.0))
+        for det in model(images):
+            out.append({k: det[k].float().cpu().numpy() for k in ("boxes", "scores", "labels")})
+    return out
+
+
+def evaluate_detector(model: torch.nn.Module, data: DetectionData, cfg: TrainConfig | None = None) -> dict:
+    """COCO box metrics (AP, AP50, AP75, APs, APm, APl) of `model` on `data`."""
+    cfg = cfg or TrainConfig(iterations=1)
+    with thread_limit(cfg.threads):
+        detections = predict(model, data, cfg.eval_batch_size, cfg.device)
+    return coco_map(coco_ground_truth(data), detections_to_coco(detections))

@@ -1,0 +1,254 @@
+"""The training loop: seeded SGD (or AdamW) with warm-up + cosine, gradient clipping, a divergence guard.
+
+Seeded and deterministic on CPU: the seed fixes the batch order and flips (an explicit generator) and the
+detector's own sampling (torch's global RNG, forked for the run and restored afterwards). A loss that
+becomes non-finite or explodes stops the run with status "diverged"; any other error gives "failed". The
+loop never raises for what happens during training and never prints: progress goes to a callback.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from autoloss.detection.data import DetectionData
+
+# progress(iteration, total, loss) after every iteration
+ProgressFn = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; exactly one of `iterations` and `epochs` must be set."""
+
+    iterations: int | None = None
+    epochs: int | None = None
+    batch_size: int = 16
+    optimizer: str = "sgd"
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 50
+    warmup_factor: float = 0.001
+    grad_clip: float | None = 10.0
+    flip_prob: float = 0.5
+    time_budget_s: float | None = None
+    max_loss: float = 1e4
+    explode_ratio: float = 100.0
+    threads: int | None = 1
+    device: str = "cpu"
+    amp: bool = True
+    eval_batch_size: int = 32
+
+
+def validate_train_config(cfg: TrainConfig) -> None:
+    """Raise ValueError naming the first bad setting and what would be accepted."""
+    if (cfg.iterations is None) == (cfg.epochs is None):
+        raise ValueError("set exactly one of iterations and epochs")
+    for name in ("iterations", "epochs"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if cfg.batch_size < 1 or cfg.eval_batch_size < 1:
+        raise ValueError(f"batch sizes must be >= 1, got {cfg.batch_size}/{cfg.eval_batch_size}")
+    if cfg.optimizer not in ("sgd", "adamw"):
+        raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {cfg.optimizer!r}")
+    if not (cfg.lr > 0 and 0 < cfg.warmup_factor <= 1 and cfg.warmup_iters >= 0):
+        raise ValueError("lr must be > 0, warmup_factor in (0, 1], warmup_iters >= 0")
+    if not 0.0 <= cfg.flip_prob <= 1.0:
+        raise ValueError(f"flip_prob must be in [0, 1], got {cfg.flip_prob}")
+    if cfg.grad_clip is not None and cfg.grad_clip <= 0:
+        raise ValueError(f"grad_clip must be > 0 or None, got {cfg.grad_clip}")
+    if cfg.device not in ("cpu", "cuda") and not cfg.device.startswith("cuda:"):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {cfg.device!r}")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ValueError(f"threads must be >= 1, got {cfg.threads}")
+
+
+@dataclass
+class TrainOutcome:
+    status: str  # "ok" | "diverged" | "failed"
+    reason: str
+    iterations: int
+    seconds: float
+    final_loss: float | None
+    loss_curve: list[float] = field(default_factory=list)
+
+
+def total_iterations(cfg: TrainConfig, num_images: int) -> int:
+    if cfg.iterations is not None:
+        return cfg.iterations
+    return int(cfg.epochs or 0) * max(1, num_images // cfg.batch_size)
+
+
+def lr_factor(iteration: int, total: int, warmup: int, warmup_factor: float) -> float:
+    """Linear warm-up from `warmup_factor` to 1, then cosine decay to 0 at `total`."""
+    if iteration < warmup:
+        return warmup_factor + (1.0 - warmup_factor) * iteration / warmup
+    span = max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (iteration - warmup) / span)))
+
+
+class thread_limit:
+    """torch.set_num_threads for a block, restoring the caller's setting afterwards."""
+
+    def __init__(self, threads: int | None) -> None:
+        self.threads = threads
+
+    def __enter__(self) -> None:
+        self._saved = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self._saved)
+
+
+def batches(data: DetectionData, batch_size: int, seed: int):
+    """Endless seeded index batches: a fresh permutation per epoch, the last partial batch dropped."""
+    gen = torch.Generator().manual_seed(seed)
+    n = len(data)
+    size = min(batch_size, n)
+    while True:
+        order = torch.randperm(n, generator=gen).tolist()
+        for start in range(0, n - size + 1, size):
+            yield order[start : start + size], torch.rand(size, generator=gen)
+
+
+def to_batch(
+    data: DetectionData, idx: list[int], flips: Tensor, flip_prob: float, device: str
+) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
+    """Float images in [0,1] and targets, horizontally flipping where `flips < flip_prob`."""
+    size = data.image_size
+    pixels = torch.from_numpy(data.images[idx]).to(device)  # fancy indexing copies: writable
+    images = pixels.permute(0, 3, 1, 2).float().div_(255.0)
+    out_images, targets = [], []
+    for j, i in enumerate(idx):
+        boxes = torch.from_numpy(np.array(data.boxes[i], dtype=np.float32)).reshape(-1, 4)
+        image = images[j]
+        if flips[j] < flip_prob:
+            image = image.flip(-1)
+            boxes = torch.stack([size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], dim=1)
+        out_images.append(image)
+        labels = torch.from_numpy(np.array(data.labels[i], dtype=np.int64))
+        targets.append({"boxes": boxes.to(device), "labels": labels.to(device)})
+    return out_images, targets
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def train_detector(
+    model: torch.nn.Module,
+    data: DetectionData,
+    cfg: TrainConfig,
+    seed: int,
+    progress: ProgressFn | None = None,
+) -> TrainOutcome:
+    """Train `model` in place on `data`; returns how it went, never raising for training failures."""
+    validate_train_config(cfg)
+    start = time.perf_counter()
+    devices = [torch.device(cfg.device).index or 0] if cfg.device.startswith("cuda") else []
+    state = _LoopState(start)
+    with thread_limit(cfg.threads), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        try:
+            _loop(model, data, cfg, seed, progress, state)
+        except (
+            Exception
+        ) as err:  # a crashing candidate loss is a result ("failed"), not a crash of the caller
+            state.status, state.reason = "failed", f"{type(err).__name__}: {err}"
+    finite = state.last_loss is not None and math.isfinite(state.last_loss)
+    return TrainOutcome(
+        status=state.status,
+        reason=state.reason,
+        iterations=state.iterations,
+        seconds=time.perf_counter() - start,
+        final_loss=state.last_loss if finite else None,
+        loss_curve=state.curve,
+    )
+
+
+@dataclass
+class _LoopState:
+    start: float
+    status: str = "ok"
+    reason: str = ""
+    iterations: int = 0
+    last_loss: float | None = None
+    curve: list[float] = field(default_factory=list)
+
+
+_CURVE_EVERY = 10  # the loss curve keeps one mean per this many iterations
+_EARLY_ITERS = 10  # the divergence guard's reference: mean |loss| of the first iterations
+
+
+def _loop(model, data, cfg, seed, progress, state: _LoopState) -> None:
+    if len(data) == 0:
+        raise ValueError("no training images")
+    total = total_iterations(cfg, len(data))
+    model.to(cfg.device).train()
+    optimizer = _optimizer(model, cfg)
+    use_amp = cfg.amp and cfg.device.startswith("cuda")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
+    params = [p for p in model.parameters() if p.requires_grad]
+    early: list[float] = []
+    window: list[float] = []
+    stream = batches(data, cfg.batch_size, seed)
+    for it in range(total):
+        if cfg.time_budget_s is not None and time.perf_counter() - state.start > cfg.time_budget_s:
+            state.reason = f"time budget of {cfg.time_budget_s:g} s reached after {it} iterations"
+            return
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * lr_factor(it, total, cfg.warmup_iters, cfg.warmup_factor)
+        idx, flips = next(stream)
+        images, targets = to_batch(data, idx, flips, cfg.flip_prob, cfg.device)
+        with autocast:
+            losses = model(images, targets)
+        loss = sum(v.float() for v in losses.values())
+        value = float(loss.detach())
+        state.iterations, state.last_loss = it + 1, value
+        problem = _divergence(value, early, cfg)
+        if problem:
+            state.status, state.reason = "diverged", f"iteration {it + 1}: {problem}"
+            return
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip else float("inf"))
+        if not torch.isfinite(norm):
+            state.status, state.reason = "diverged", f"iteration {it + 1}: non-finite gradient"
+            return
+        optimizer.step()
+        window.append(value)
+        if len(window) == _CURVE_EVERY or it + 1 == total:
+            state.curve.append(sum(window) / len(window))
+            window.clear()
+        if progress is not None:
+            progress(it + 1, total, value)
+
+
+def _divergence(value: float, early: list[float], cfg: TrainConfig) -> str:
+    if not math.isfinite(value):
+        return f"loss is {value}"
+    if abs(value) > cfg.max_loss:
+        return f"loss {value:.3g} exceeds {cfg.max_loss:g}"
+    if len(early) < _EARLY_ITERS:
+        early.append(abs(value))
+        return ""
+    reference = sum(early) / len(early)
+    if reference > 0 and abs(value) > cfg.explode_ratio * reference:
+        return f"loss {value:.3g} is over {cfg.explode_ratio:g}x its early value {reference:.3g}"
+    return ""
