@@ -1,0 +1,31 @@
+# Two entry points: `make search` (the main job) and `make test` (lint + test suite).
+# Both create .venv with plain pip (torch/torchvision wheels come from local disk) if it is missing.
+PY := .venv/bin/python
+STAMP := .venv/.installed
+
+.PHONY: search test lint format venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+search: $(STAMP)
+	$(PY) -m autoloss search
+
+lint: $(STAMP)
+	$(PY) -m ruff check src tests bench
+	$(PY) -m ruff format --check src tests bench
+
+test: lint
+	$(PY) -m pytest -q
+
+format: $(STAMP)
+	$(PY) -m ruff format src tests bench
+	$(PY) -m ruff check --fix src tests bench
+
+clean:
+	rm -rf .venv

@@ -1,0 +1,121 @@
+"""Parse the published prefix syntax, `Op(arg,arg)`, into an `Expr`.
+
+A hand-written recursive-descent parser over a tokenizer: user text is never given to `eval`. Every
+error names the problem and the 1-based column.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+
+from autoloss.errors import ExprError
+from autoloss.expr.tree import Expr
+from autoloss.ops import OPS
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<num>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>[(),]))"
+)
+MAX_LENGTH = 100_000  # a guard against pathological input, far above any real loss
+
+
+def _tokenize(text: str) -> list[tuple[str, str, int]]:
+    tokens: list[tuple[str, str, int]] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        m = _TOKEN.match(text, pos)
+        if m is None or m.end() == pos:
+            col = pos + 1 + (len(text[pos:]) - len(text[pos:].lstrip()))
+            raise ExprError(f"unexpected character {text[col - 1]!r}", col, text)
+        kind = m.lastgroup or ""
+        tokens.append((kind, m.group(kind), m.start(kind) + 1))
+        pos = m.end()
+    return tokens
+
+
+def parse(
+    text: str,
+    inputs: Collection[str] | None = None,
+    allowed_ops: Collection[str] | None = None,
+    context: str = "",
+) -> Expr:
+    """Parse `text`. With `inputs`/`allowed_ops`, names outside them are errors (with their column).
+
+    `context` (e.g. "branch reg") only words the error messages.
+    """
+    if not isinstance(text, str):
+        raise ExprError(f"expression must be text, got {type(text).__name__}")
+    if not text.strip():
+        raise ExprError("empty expression")
+    if len(text) > MAX_LENGTH:
+        raise ExprError(f"expression is {len(text)} characters long; the limit is {MAX_LENGTH}")
+    tokens = _tokenize(text)
+    where = f" for {context}" if context else ""
+    pos = 0
+
+    def peek() -> tuple[str, str, int] | None:
+        return tokens[pos] if pos < len(tokens) else None
+
+    def expect(value: str, after: str) -> None:
+        nonlocal pos
+        tok = peek()
+        if tok is None:
+            raise ExprError(
+                f"unbalanced parentheses: expected {value!r} after {after} but the text ended",
+                len(text) + 1,
+                text,
+            )
+        if tok[1] != value:
+            raise ExprError(f"expected {value!r} after {after}, found {tok[1]!r}", tok[2], text)
+        pos += 1
+
+    def parse_node() -> Expr:
+        nonlocal pos
+        tok = peek()
+        if tok is None:
+            raise ExprError("unexpected end of expression", len(text) + 1, text)
+        kind, value, col = tok
+        pos += 1
+        if kind == "num":
+            return Expr(value)
+        if kind == "punct":
+            raise ExprError(f"unexpected {value!r}", col, text)
+        following = peek()
+        if following is not None and following[1] == "(":
+            if value not in OPS:
+                raise ExprError(
+                    f"unknown operator {value!r}; valid operators: {', '.join(sorted(OPS))}", col, text
+                )
+            if allowed_ops is not None and value not in allowed_ops:
+                raise ExprError(
+                    f"operator {value!r} is not allowed{where}; allowed: {', '.join(sorted(allowed_ops))}",
+                    col,
+                    text,
+                )
+            pos += 1
+            args = [parse_node()]
+            while (tok := peek()) is not None and tok[1] == ",":
+                pos += 1
+                args.append(parse_node())
+            expect(")", f"the arguments of {value}")
+            arity = OPS[value].arity
+            if len(args) != arity:
+                raise ExprError(
+                    f"{value} takes {arity} argument{'s' if arity != 1 else ''}, got {len(args)}", col, text
+                )
+            return Expr(value, tuple(args))
+        if value in OPS:
+            raise ExprError(f"operator {value!r} needs arguments, e.g. {value}(X)", col, text)
+        if inputs is not None and value not in inputs:
+            raise ExprError(f"unknown input {value!r}{where}; inputs are {', '.join(inputs)}", col, text)
+        return Expr(value)
+
+    tree = parse_node()
+    if pos != len(tokens):
+        _, value, col = tokens[pos]
+        if value == ")":
+            raise ExprError("unbalanced parentheses: unexpected ')'", col, text)
+        raise ExprError(f"unexpected {value!r} after a complete expression", col, text)
+    return tree
