@@ -1,0 +1,3 @@
+"""`autoloss train` / `autoloss eval` (being built)."""
+
+COMMANDS: list = []
