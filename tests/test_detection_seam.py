@@ -10,7 +10,7 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import generalized_box_iou_loss
 
-from autoloss.detection.detectors import build_detector
+from autoloss.detection.detectors import TINY_FCOS_HEAD_CONVS, build_detector
 from autoloss.detection.loss_inputs import (
     LossOutputError,
     apply_loss,
@@ -45,7 +45,7 @@ def _stock_one_stage(detector):
     """The same network as `detector`, with torchvision's stock head class and identical weights."""
     inner = detector.model
     if detector.name == "fcos":
-        head = FCOSHead(inner.backbone.out_channels, 1, K)
+        head = FCOSHead(inner.backbone.out_channels, 1, K, num_convs=TINY_FCOS_HEAD_CONVS)
         stock = FCOS(
             inner.backbone, K, head=head, anchor_generator=inner.anchor_generator, min_size=128, max_size=128
         )

@@ -1,3 +1,272 @@
-"""`autoloss train` / `autoloss eval` (being built)."""
+"""`autoloss train` and `autoloss eval`: one detector training / evaluation with chosen losses.
 
-COMMANDS: list = []
+Bad input (unknown detector, missing file, malformed JSON, a loss for the wrong branch) is one line on
+stderr and exit code 2. A run that diverges or fails is a result, not a usage error: it is reported and
+the command exits 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+DETECTOR_CHOICE = click.Choice(["fcos", "retinanet", "faster_rcnn"])
+BACKBONE_CHOICE = click.Choice(["tiny", "resnet18", "resnet50"])
+DEVICE_CHOICE = click.Choice(["cpu", "cuda"])
+
+
+class UserError(click.ClickException):
+    """Bad input: click prints "Error: <message>" as one line on stderr; exit code 2 like usage errors."""
+
+    exit_code = 2
+
+
+def _user_error(err: Exception) -> UserError:
+    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return UserError(message)
+
+
+def _data_options(fn: Any) -> Any:
+    for option in reversed(
+        [
+            click.option("--detector", type=DETECTOR_CHOICE, default=None, help="Detector [default: fcos]."),
+            click.option("--backbone", type=BACKBONE_CHOICE, default=None, help="Backbone [default: tiny]."),
+            click.option("--data", default=None, help="'shapes' or a COCO instances JSON [default: shapes]."),
+            click.option("--images", type=click.Path(), default=None, help="Image folder (default: JSON's)."),
+            click.option(
+                "--image-size", type=int, default=None, help="Letterboxed size (128 shapes, 256 COCO)."
+            ),
+            click.option("--device", type=DEVICE_CHOICE, default=None, help="cpu or cuda (AMP on cuda)."),
+            click.option("--threads", type=int, default=None, help="torch threads [default: 1]."),
+            click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+@click.command()
+@click.option("--preset", default=None, help="Start from a named config (fcos-shapes, tiny).")
+@_data_options
+@click.option("--cls-loss", default=None, help="Named loss, 'default' or a prefix expression.")
+@click.option("--reg-loss", default=None, help="Named loss, 'default' or a prefix expression.")
+@click.option("--cls-weight", type=float, default=None, help="Weight of the classification loss.")
+@click.option("--reg-weight", type=float, default=None, help="Weight of the regression loss.")
+@click.option("--epochs", type=int, default=None, help="Train for N epochs ...")
+@click.option("--iterations", type=int, default=None, help="... or N iterations [default: 700].")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None)
+@click.option("--time-budget", type=float, default=None, help="Stop training after this many seconds.")
+@click.option("--train-size", type=int, default=None, help="shapes: training images [default: 800].")
+@click.option("--val-size", type=int, default=None, help="shapes: validation images [default: 200].")
+@click.option("--seed", type=int, default=None, help="Initial weights and batch order [default: 0].")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Write config, metrics, weights.")
+def train(**opts: Any) -> None:
+    """Train a detector with the given losses and report COCO mAP on the validation split."""
+    from autoloss.detection import DatasetError, LossSpecError, load_dataset, resolve_loss, run_experiment
+    from autoloss.detection.detectors import CLS_BRANCH
+
+    cfg = _train_config(opts)
+    try:
+        cls = resolve_loss(cfg.cls_loss, CLS_BRANCH[cfg.detector])
+    except (LossSpecError, ValueError) as err:
+        raise UserError(f"--cls-loss: {err}") from None
+    try:
+        reg = resolve_loss(cfg.reg_loss, "reg")
+    except (LossSpecError, ValueError) as err:
+        raise UserError(f"--reg-loss: {err}") from None
+    try:
+        data = load_dataset(
+            cfg.data,
+            cfg.images,
+            cfg.image_size,
+            cfg.data_seed,
+            train_size=cfg.train_size,
+            val_size=cfg.val_size,
+        )
+    except (DatasetError, ValueError, OSError) as err:
+        raise _user_error(err) from None
+    with _progress(enabled=not opts["as_json"]) as progress:
+        result, detector = run_experiment(cfg, cls_loss=cls, reg_loss=reg, data=data, progress=progress)
+    if opts["out"]:
+        _save_run(Path(opts["out"]), result, detector)
+    _report(result.to_dict(), opts["as_json"])
+    if result.status != "ok":
+        click.echo(f"run {result.status}: {result.reason}", err=True)
+        sys.exit(1)
+
+
+def _train_config(opts: dict[str, Any]):
+    from autoloss.detection import PROXY_PRESETS, ExperimentConfig, validate_experiment
+
+    if opts["preset"] is not None and opts["preset"] not in PROXY_PRESETS:
+        known = ", ".join(PROXY_PRESETS)
+        raise UserError(f"--preset: unknown preset {opts['preset']!r}; expected one of {known}")
+    if opts["epochs"] is not None and opts["iterations"] is not None:
+        raise UserError("give --epochs or --iterations, not both")
+    base = PROXY_PRESETS[opts["preset"]] if opts["preset"] else ExperimentConfig()
+    top = {
+        k: opts[k]
+        for k in (
+            "detector",
+            "backbone",
+            "data",
+            "images",
+            "image_size",
+            "train_size",
+            "val_size",
+            "cls_loss",
+            "reg_loss",
+            "cls_weight",
+            "reg_weight",
+            "seed",
+        )
+        if opts[k] is not None
+    }
+    train_keys = {"batch_size", "lr", "optimizer", "threads", "device", "epochs", "iterations"}
+    train_over = {k: opts[k] for k in train_keys if opts[k] is not None}
+    if opts["time_budget"] is not None:
+        train_over["time_budget_s"] = opts["time_budget"]
+    if "epochs" in train_over:
+        train_over["iterations"] = None
+    elif "iterations" in train_over:
+        train_over["epochs"] = None
+    if "data" in top and top["data"] != "shapes" and "image_size" not in top and base.data == "shapes":
+        top["image_size"] = None  # a preset's shapes size does not carry over to a real dataset
+    try:
+        cfg = dataclasses.replace(base, train=dataclasses.replace(base.train, **train_over), **top)
+        validate_experiment(cfg)
+    except ValueError as err:
+        raise _user_error(err) from None
+    return cfg
+
+
+@click.command("eval")
+@click.option(
+    "--weights", type=click.Path(dir_okay=False), required=True, help="weights.pt from `train --out`."
+)
+@_data_options
+def eval_(weights: str, **opts: Any) -> None:
+    """Evaluate saved weights (COCO mAP on the validation split).
+
+    Settings not given are read from the config.yaml beside the weights, when there is one.
+    """
+    import yaml
+
+    from autoloss.detection import DatasetError, build_detector, evaluate_detector, load_dataset
+    from autoloss.detection.train import TrainConfig
+
+    saved: dict[str, Any] = {}
+    config_path = Path(weights).with_name("config.yaml")
+    if config_path.exists():
+        try:
+            saved = yaml.safe_load(config_path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise _user_error(ValueError(f"{config_path}: malformed YAML ({err})")) from None
+    if not Path(weights).exists():
+        raise UserError(f"--weights: file not found: {weights}")
+
+    def pick(key: str, default: Any) -> Any:
+        return opts[key] if opts.get(key) is not None else saved.get(key, default)
+
+    saved_train = saved.get("train") or {}
+    device = opts["device"] or saved_train.get("device", "cpu")
+    try:
+        data = load_dataset(
+            pick("data", "shapes"),
+            pick("images", None),
+            pick("image_size", None),
+            saved.get("data_seed", 0),
+            train_size=1 if pick("data", "shapes") == "shapes" else saved.get("train_size", 800),
+            val_size=saved.get("val_size", 200),
+        )
+        detector = build_detector(
+            pick("detector", "fcos"),
+            data.num_classes,
+            pick("backbone", "tiny"),
+            image_size=data.val.image_size,
+            weights=weights,
+        )
+        cfg = TrainConfig(
+            iterations=1, device=device, threads=opts["threads"] or saved_train.get("threads", 1)
+        )
+    except (DatasetError, ValueError, OSError) as err:
+        raise _user_error(err) from None
+    metrics = evaluate_detector(detector, data.val, cfg)
+    _report({"status": "ok", "metrics": metrics, "weights": weights}, opts["as_json"])
+
+
+def _save_run(out: Path, result: Any, detector: Any) -> None:
+    import torch
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(result.config, sort_keys=False))
+    (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
+    if detector is not None:
+        torch.save(detector.model.state_dict(), out / "weights.pt")
+
+
+def _report(payload: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(payload, indent=2, allow_nan=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    metrics = payload.get("metrics") or {}
+    table = Table(title=f"COCO box mAP (val) — {payload.get('status', '')}")
+    for name in metrics:
+        table.add_column(name, justify="right")
+    if metrics:
+        table.add_row(*(f"{v:.3f}" for v in metrics.values()))
+    console = Console()
+    console.print(table)
+    if "seconds" in payload:
+        console.print(
+            f"{payload['iterations']} iterations, {payload['train_seconds']:.1f} s training, "
+            f"{payload['eval_seconds']:.1f} s evaluation, final loss {payload['final_loss']}",
+            markup=False,
+        )
+
+
+class _progress:
+    """A rich progress bar on stderr (only on a terminal) feeding the library's progress callback."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(
+            TextColumn("training"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} loss {task.fields[loss]:.3f}"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._bar.__enter__()
+        self._task = self._bar.add_task("train", total=None, loss=float("nan"))
+
+        def update(iteration: int, total: int, loss: float) -> None:
+            self._bar.update(self._task, completed=iteration, total=total, loss=loss)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._bar.__exit__(*exc)
+
+
+COMMANDS = [train, eval_]

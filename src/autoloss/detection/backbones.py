@@ -18,7 +18,8 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxP
 BACKBONES = ("tiny", "resnet18", "resnet50")
 # FPN widths; FCOS's head hard-codes GroupNorm(32, C), so each must be a multiple of 32.
 FPN_CHANNELS = {"tiny": 32, "resnet18": 64, "resnet50": 256}
-_TINY_WIDTHS = (16, 32, 64, 128, 128)  # five stride-2 convs: strides 2, 4, 8, 16, 32
+# Five stride-2 convs (strides 2..32); narrow early layers, where the pixels are, keep a step cheap on CPU.
+_TINY_WIDTHS = (8, 16, 32, 64, 128)
 
 
 class TinyBody(nn.Module):

@@ -46,8 +46,10 @@ def load_dataset(
 
 def _load_coco(spec: str, images: str | None, image_size: int, seed: int, val_fraction: float) -> DataSplit:
     path = Path(spec)
-    if path.suffix.lower() != ".json" and not path.exists():
-        raise DatasetError(spec, "unknown dataset: expected 'shapes' or a path to a COCO JSON file")
+    if not path.is_file():
+        if path.suffix.lower() != ".json":
+            raise DatasetError(spec, "unknown dataset: expected 'shapes' or a path to a COCO JSON file")
+        raise DatasetError(spec, "file not found")
     root = Path(images) if images is not None else path.parent
     if not root.is_dir():
         raise DatasetError(str(root), "image folder not found")

@@ -30,6 +30,8 @@ CLS_BRANCH = {"fcos": "cls-sigmoid", "retinanet": "cls-sigmoid", "faster_rcnn": 
 # Reference loss weights: two-stage reg 10 on decoded boxes (GIoU-style config), one-stage 1. Faster
 # R-CNN's stock smooth-L1 on deltas keeps torchvision's weight 1.
 ONE_STAGE_REG_WEIGHT, TWO_STAGE_REG_WEIGHT, STOCK_REG_WEIGHT = 1.0, 10.0, 1.0
+# The tiny FCOS head has 2 convs per branch instead of 4: the head is most of a tiny step's time on CPU.
+TINY_FCOS_HEAD_CONVS = 2
 SCORE_THRESH = 0.05  # COCO-eval convention; FCOS's own 0.2 would cut recall of briefly trained models
 
 
@@ -100,10 +102,28 @@ def load_weights(detector: Detector, path: str | Path) -> None:
     """Load a state dict of `detector.model` from a local file (ValueError with the reason if unusable)."""
     try:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
-        detector.model.load_state_dict(state)
-    except (OSError, RuntimeError, KeyError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"cannot load weights {path}: {first}") from None
+    except Exception as err:  # torch.load raises many types (pickle, zip, OS errors) for a bad file
+        raise ValueError(f"cannot load weights {path}: {_first_line(err)}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"cannot load weights {path}: not a state dict")
+    what = f"{detector.name} with backbone {detector.backbone_name} and {detector.num_classes} classes"
+    try:
+        keys = detector.model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shapes differ: another class count or width
+        mismatch = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
+        raise ValueError(
+            f"weights {path} do not fit a {what}: {(mismatch or [_first_line(err)])[0]}"
+        ) from None
+    if keys.missing_keys or keys.unexpected_keys:
+        raise ValueError(
+            f"weights {path} do not fit a {what}: {len(keys.missing_keys)} missing and "
+            f"{len(keys.unexpected_keys)} unexpected parameters"
+        )
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _seeded(seed: int | None):
@@ -135,7 +155,14 @@ def _transform_args(image_size: int) -> dict[str, Any]:
 def _fcos(num_classes, backbone, image_size, fpn_channels, cls, reg, cls_w, reg_w) -> nn.Module:
     body = build_backbone(backbone, one_stage=True, fpn_channels=fpn_channels)
     head = LossFCOSHead(
-        body.out_channels, 1, num_classes, cls_loss=cls, reg_loss=reg, cls_weight=cls_w, reg_weight=reg_w
+        body.out_channels,
+        1,
+        num_classes,
+        num_convs=TINY_FCOS_HEAD_CONVS if backbone == "tiny" else 4,
+        cls_loss=cls,
+        reg_loss=reg,
+        cls_weight=cls_w,
+        reg_weight=reg_w,
     )
     return FCOS(body, num_classes, head=head, score_thresh=SCORE_THRESH, **_transform_args(image_size))
 

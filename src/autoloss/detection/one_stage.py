@@ -26,6 +26,8 @@ from autoloss.detection.loss_inputs import (
     zero_with_grad,
 )
 
+REG_BIAS_INIT = 1.0
+
 
 class _SeamMixin:
     """Holds the searched losses and weights; one cls and one reg term in the loss dict."""
@@ -86,6 +88,10 @@ class LossFCOSHead(_SeamMixin, FCOSHead):
         reg_weight: float = 1.0,
     ) -> None:
         super().__init__(in_channels, num_anchors, num_classes, num_convs)
+        # torchvision's regression output is relu(conv) with bias 0, so a from-scratch head starts with
+        # near-zero-size boxes, where GIoU (and IoU-type losses) have no gradient: a location whose output
+        # dips below zero never recovers. A bias of 1 starts every box one stride from its point each way.
+        nn.init.constant_(self.regression_head.bbox_reg.bias, REG_BIAS_INIT)
         self._init_losses(cls_loss, reg_loss, cls_weight, reg_weight)
 
     def compute_loss(

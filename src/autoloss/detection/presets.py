@@ -31,7 +31,7 @@ PROXY_PRESETS: dict[str, ExperimentConfig] = {
         image_size=64,
         train_size=64,
         val_size=32,
-        train=TrainConfig(iterations=30, batch_size=8, lr=0.01, warmup_iters=5, threads=1),
+        train=TrainConfig(iterations=40, batch_size=8, lr=0.02, warmup_iters=5, threads=1),
     ),
 }
 

@@ -1,0 +1,181 @@
+"""Datasets: the shapes generator, the COCO loader on the shared real sets and on broken fixtures."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autoloss.detection.data import DatasetError, DataWarning, letterbox
+from autoloss.detection.datasets import load_dataset
+from autoloss.detection.shapes import SHAPE_CLASSES, generate_shapes
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+BCCD = SHARED / "bccd" / "annotations.coco.json"
+MICRO = SHARED / "microcontrollers" / "annotations.coco.json"
+needs_shared = pytest.mark.skipif(not BCCD.exists(), reason="shared datasets not present")
+
+
+def test_shapes_is_deterministic_and_prefix_stable():
+    a = generate_shapes("train", 12, 64, seed=3)
+    fresh = load_dataset("shapes", image_size=64, seed=3, train_size=20, val_size=5)
+    # a smaller dataset is a prefix of a larger one: images are keyed by (seed, split, index)
+    assert np.array_equal(fresh.train.images[:12], a.images)
+    for i in range(12):
+        assert np.array_equal(fresh.train.boxes[i], a.boxes[i]) and np.array_equal(
+            fresh.train.labels[i], a.labels[i]
+        )
+    other = generate_shapes("train", 12, 64, seed=4)
+    assert not np.array_equal(other.images, a.images)
+
+
+def test_shapes_content_is_sane():
+    data = generate_shapes("val", 40, 128, seed=0)
+    assert data.images.shape == (40, 128, 128, 3) and data.images.dtype == np.uint8
+    counts = [len(b) for b in data.boxes]
+    assert 1 <= min(counts) and max(counts) <= 6
+    boxes = np.concatenate(data.boxes)
+    sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    assert sides.min() >= 10 - 1e-3 and sides.max() <= 60 + 1e-3
+    assert (boxes >= 0).all() and (boxes <= 128).all()
+    labels = np.concatenate(data.labels)
+    assert set(labels.tolist()) == set(range(1, len(SHAPE_CLASSES) + 1))
+    assert not data.images.flags.writeable  # cached arrays are shared: nobody may write into them
+
+
+def test_shapes_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="split"):
+        generate_shapes("test", 3)
+    with pytest.raises(ValueError, match="image_size"):
+        load_dataset("shapes", image_size=16)
+    with pytest.raises(ValueError, match="--images"):
+        load_dataset("shapes", images="/tmp")
+
+
+@needs_shared
+def test_bccd_uses_its_split_field():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a clean dataset must not warn
+        data = load_dataset(str(BCCD), image_size=128)
+    assert data.class_names == ("RBC", "WBC", "Platelets")
+    assert (len(data.train), len(data.val)) == (205, 87)  # the upstream split; test images stay unused
+    assert data.train.images.shape[1:] == (128, 128, 3)
+    boxes = np.concatenate(data.train.boxes)
+    assert boxes.max() <= 128 and boxes[:, 3].max() <= 96 + 1e-3  # 640x480 letterboxed: content is 128x96
+
+
+@needs_shared
+def test_microcontrollers_gets_a_seeded_split():
+    a = load_dataset(str(MICRO), image_size=128, seed=0)
+    b = load_dataset(str(MICRO), image_size=128, seed=0)
+    c = load_dataset(str(MICRO), image_size=128, seed=1)
+    assert len(a.class_names) == 4 and len(a.train) + len(a.val) == 149 and len(a.val) == 30
+    assert np.array_equal(a.val.images, b.val.images)
+    assert not np.array_equal(a.val.images, c.val.images)
+
+
+def _write_coco(tmp_path: Path, images, annotations, categories, n_files: int = 3, mode: str = "RGB") -> Path:
+    for i in range(n_files):
+        Image.new(mode, (80, 40), 128).save(tmp_path / f"img{i}.png")
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return path
+
+
+def _img(i: int, **extra):
+    return {"id": i, "file_name": f"img{i}.png", "width": 80, "height": 40, **extra}
+
+
+def _ann(i: int, image_id: int, cat: int, bbox):
+    return {"id": i, "image_id": image_id, "category_id": cat, "bbox": bbox, "area": 1, "iscrowd": 0}
+
+
+def test_coco_bad_items_are_skipped_counted_and_warned_once(tmp_path):
+    images = [_img(0, split="train"), _img(1, split="train"), _img(2, split="val"), _img(7, split="train")]
+    annotations = [
+        _ann(1, 0, 10, [10, 10, 20, 10]),
+        _ann(2, 0, 30, [70, 30, 30, 30]),  # sticks out of the 80x40 image: clipped
+        _ann(3, 1, 10, [90, 10, 5, 5]),  # wholly outside: dropped
+        _ann(4, 1, 30, [5, 5, 0, 10]),  # zero width: dropped
+        _ann(5, 2, 30, [1, 1, -4, 3]),  # negative width: dropped -> image 2 is a negative
+        _ann(6, 99, 10, [1, 1, 5, 5]),  # unknown image
+    ]
+    # non-contiguous category ids 10 and 30 become labels 1 and 2
+    path = _write_coco(tmp_path, images, annotations, [{"id": 30, "name": "b"}, {"id": 10, "name": "a"}])
+    with pytest.warns(DataWarning) as record:
+        data = load_dataset(str(path), image_size=64)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "images missing: 1" in message and "boxes dropped: 3" in message
+    report = data.report
+    assert (report.images_missing, report.boxes_dropped, report.boxes_clipped) == (1, 3, 1)
+    assert report.annotations_orphaned == 1
+    assert data.class_names == ("a", "b")
+    assert len(data.train) == 2 and len(data.val) == 1  # img7 has no file
+    assert data.train.labels[0].tolist() == [1, 2]
+    scale = 64 / 80
+    np.testing.assert_allclose(data.train.boxes[0][1], np.array([70, 30, 80, 40]) * scale)
+    assert len(data.train.boxes[1]) == 0 and len(data.val.boxes[0]) == 0  # kept as negatives
+
+
+def test_coco_grayscale_and_rgba_become_rgb(tmp_path):
+    path = _write_coco(
+        tmp_path, [_img(0), _img(1)], [_ann(1, 0, 1, [1, 1, 9, 9])], [{"id": 1, "name": "x"}], 2, "L"
+    )
+    Image.new("RGBA", (80, 40), (255, 0, 0, 0)).save(tmp_path / "img1.png")  # fully transparent
+    data = load_dataset(str(path), image_size=64, seed=0, val_fraction=0.5)
+    both = np.concatenate([data.train.images, data.val.images])
+    assert both.shape[-1] == 3 and both.dtype == np.uint8
+    # a transparent pixel shows the pad colour, not black
+    assert any((img[0, 0] == (124, 116, 104)).all() for img in both)
+
+
+def test_coco_unreadable_image_is_skipped(tmp_path):
+    path = _write_coco(tmp_path, [_img(0), _img(1), _img(2)], [], [{"id": 1, "name": "x"}])
+    (tmp_path / "img1.png").write_bytes(b"not a png")
+    with pytest.warns(DataWarning, match="images unreadable: 1"):
+        data = load_dataset(str(path), image_size=64, val_fraction=0.34)
+    assert len(data.train) + len(data.val) == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("{not json", "malformed JSON at line 1"),
+        ('{"images": [], "annotations": []}', "missing or non-list field 'categories'"),
+        ('{"images": [{"id": 1}], "annotations": [], "categories": [{"id": 1, "name": "a"}]}', "'file_name'"),
+        (
+            '{"images": [], "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2]}],'
+            ' "categories": [{"id": 1, "name": "a"}]}',
+            "bbox must be 4 numbers",
+        ),
+        ("[1, 2]", "top level must be an object"),
+    ],
+)
+def test_coco_malformed_files_raise_dataset_error_naming_the_file(tmp_path, content, match):
+    path = tmp_path / "broken.json"
+    path.write_text(content)
+    with pytest.raises(DatasetError, match=match) as info:
+        load_dataset(str(path))
+    assert str(path) in str(info.value)
+
+
+def test_coco_missing_file_and_folder(tmp_path):
+    with pytest.raises(DatasetError, match="file not found"):
+        load_dataset(str(tmp_path / "nope.json"))
+    path = _write_coco(tmp_path, [_img(0)], [], [{"id": 1, "name": "x"}], 1)
+    with pytest.raises(DatasetError, match="image folder not found"):
+        load_dataset(str(path), images=str(tmp_path / "missing"))
+    with pytest.raises(DatasetError, match="unknown dataset"):
+        load_dataset("imagenet")
+
+
+def test_letterbox_keeps_aspect_and_pads_bottom_right():
+    image = Image.new("RGB", (100, 50), (255, 255, 255))
+    array, scale = letterbox(image, 64)
+    assert scale == 0.64 and array.shape == (64, 64, 3)
+    assert (array[:32, :, :] == 255).all() and (array[33:, :, :] != 255).all()
