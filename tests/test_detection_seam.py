@@ -61,10 +61,21 @@ def _stock_one_stage(detector):
     return stock.train()
 
 
+def _named(name: str):
+    from autoloss.loss import Loss
+
+    return Loss.named(name)
+
+
 @pytest.mark.parametrize("name", ["fcos", "retinanet"])
-@pytest.mark.parametrize("routed", [False, True], ids=["stock-path", "routed-doubles"])
+@pytest.mark.parametrize("routed", ["stock-path", "doubles", "named"])
 def test_one_stage_seam_equals_torchvision_stock_loss(name, routed):
-    losses = {"cls_loss": FOCAL, "reg_loss": GIOU} if routed else {}
+    losses = {
+        "stock-path": {},
+        "doubles": {"cls_loss": FOCAL, "reg_loss": GIOU},
+        # the expression layer's compiled focal and GIoU, as the search will route them
+        "named": {"cls_loss": _named("focal"), "reg_loss": _named("giou")},
+    }[routed]
     detector = build_detector(name, K, seed=0, **losses).train()
     stock = _stock_one_stage(detector)
     images, targets = _batch()
@@ -100,7 +111,7 @@ def _stock_roi_heads(seam):
     )
 
 
-@pytest.mark.parametrize("cls_loss", [None, CE], ids=["stock-path", "routed-ce"])
+@pytest.mark.parametrize("cls_loss", [None, CE, "ce"], ids=["stock-path", "double-ce", "named-ce"])
 def test_two_stage_seam_equals_torchvision_stock_loss(cls_loss):
     detector = build_detector("faster_rcnn", K, seed=0, cls_loss=cls_loss).train()
     parts = _rcnn_parts(detector, *_batch())
@@ -115,7 +126,7 @@ def test_two_stage_seam_equals_torchvision_stock_loss(cls_loss):
 
 
 def test_two_stage_routed_reg_is_weighted_giou_of_decoded_boxes_over_sampled_rois():
-    detector = build_detector("faster_rcnn", K, seed=0, reg_loss=GIOU)
+    detector = build_detector("faster_rcnn", K, seed=0, reg_loss=_named("giou"))
     heads = detector.model.roi_heads
     assert heads.reg_weight == 10.0  # the reference's two-stage weight for a decoded-box loss
     # three RoIs of one image: two foreground (labels 2 and 4) and one background
