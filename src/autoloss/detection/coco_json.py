@@ -125,9 +125,8 @@ def load_images(
             report.note(pixels, f"{file_name}")
             continue
         array, scale, (width, height) = pixels
-        scaled = raw_boxes.copy()
-        keep = clean_boxes(scaled, width, height, report, file_name)
-        scaled = scaled[keep] * scale
+        clipped, keep = clean_boxes(raw_boxes, width, height, report, file_name)
+        scaled = clipped[keep] * scale
         if len(scaled) == 0:
             report.images_without_boxes += 1
         arrays.append(array)

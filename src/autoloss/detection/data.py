@@ -140,8 +140,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def clean_boxes(
     boxes: np.ndarray, width: float, height: float, report: DataReport, where: str, min_size: float = 1.0
-) -> np.ndarray:
-    """Clip xyxy boxes to the image; return the keep mask, counting clipped and dropped boxes in `report`.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clip xyxy boxes to the image; return (clipped boxes, keep mask), counting repairs in `report`.
 
     A box narrower or lower than `min_size` pixels after clipping (including zero, negative and wholly
     outside boxes) is dropped: it cannot be matched and breaks torchvision's degenerate-box check.
@@ -153,7 +153,5 @@ def clean_boxes(
     changed = np.any(np.abs(clipped - boxes) > 1e-3, axis=1)
     for i in np.flatnonzero(~keep):
         report.note("boxes_dropped", f"{where}: box {boxes[i].round(1).tolist()} is empty inside the image")
-    for _ in np.flatnonzero(keep & changed):
-        report.boxes_clipped += 1
-    boxes[:] = clipped
-    return keep
+    report.boxes_clipped += int((keep & changed).sum())
+    return clipped, keep
