@@ -1,17 +1,245 @@
-"""`autoloss search` (placeholder until the search lands)."""
+"""`autoloss search` and `autoloss resume`: run the CSE-Autoloss search with a live display."""
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
+from typing import Any
 
 import click
 
-
-@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-def search() -> None:
-    """Run a CSE-Autoloss search (not built yet)."""
-    click.echo("autoloss search is not built yet (issue [4/7]); try `autoloss show cse-a-cls`.", err=True)
-    sys.exit(1)
+from autoloss.cli.common import fail_on_user_error
 
 
-COMMANDS = [search]
+def _positive(ctx, param, value):
+    if value is not None and value <= 0:
+        raise click.BadParameter(f"must be positive, got {value}")
+    return value
+
+
+@click.command()
+@click.option(
+    "--detector",
+    type=click.Choice(["fcos", "retinanet", "faster_rcnn"]),
+    default=None,
+    help="Proxy detector [fcos].",
+)
+@click.option(
+    "--backbone",
+    type=click.Choice(["tiny", "resnet18", "resnet50"]),
+    default=None,
+    help="Proxy backbone [tiny].",
+)
+@click.option("--data", default=None, help="'shapes' (built in) or a COCO annotations JSON [shapes].")
+@click.option("--images", default=None, help="Image folder for --data JSON [the JSON's folder].")
+@click.option(
+    "--branch",
+    type=click.Choice(["cls", "reg", "both"]),
+    default=None,
+    help="Which loss to search; the other stays at the detector's default [both].",
+)
+@click.option("--generations", type=int, default=None, callback=_positive, help="Generations per branch [3].")
+@click.option(
+    "--offspring",
+    type=int,
+    default=None,
+    callback=_positive,
+    help="Candidates generated per generation [2000].",
+)
+@click.option(
+    "--top-k",
+    type=int,
+    default=None,
+    callback=_positive,
+    help="Best MOS scores per generation that get a proxy training [4].",
+)
+@click.option("--parents", type=int, default=None, callback=_positive, help="Parents per generation [4].")
+@click.option(
+    "--proxy-iterations",
+    type=int,
+    default=None,
+    callback=_positive,
+    help="Proxy training length in iterations [400].",
+)
+@click.option(
+    "--proxy-epochs",
+    type=int,
+    default=None,
+    callback=_positive,
+    help="Proxy training length in epochs (instead of iterations).",
+)
+@click.option(
+    "--budget",
+    type=click.Choice(["default", "smoke"]),
+    default="default",
+    show_default=True,
+    help="A named budget; the flags above override it. smoke: about a minute.",
+)
+@click.option(
+    "--max-proxy-evals",
+    type=int,
+    default=None,
+    callback=_positive,
+    help="Stop the generations after this many proxy trainings.",
+)
+@click.option(
+    "--time-limit", type=float, default=None, callback=_positive, help="Stop after this many seconds."
+)
+@click.option(
+    "--final-seeds",
+    type=int,
+    default=None,
+    callback=_positive,
+    help="Seeds (in total) the best losses and the defaults are re-trained on [3].",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["serial", "process", "ray"]),
+    default=None,
+    help="Where the work runs [process].",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    callback=_positive,
+    help="Proxy trainings at once [2 = the cores here].",
+)
+@click.option(
+    "--ray-address", default=None, help="Ray cluster address (auto | HOST:PORT); with --backend ray."
+)
+@click.option("--gpus-per-trial", type=float, default=None, help="GPUs per proxy training (Ray).")
+@click.option("--cpus-per-trial", type=float, default=None, help="CPUs per proxy training (Ray).")
+@click.option("--seed", type=int, default=None, help="Search seed: the same seed gives the same search [0].")
+@click.option("--device", default=None, help="cpu or cuda [cpu].")
+@click.option(
+    "--out", type=click.Path(file_okay=False), default=None, help="Run directory [runs/search-<date>-<time>]."
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@click.option("--no-cpv", is_flag=True, help="Ablation: skip convergence property verification.")
+@click.option("--no-mos", is_flag=True, help="Ablation: skip model optimization simulation.")
+@click.option("--quiet", is_flag=True, help="No live display; print only the final table.")
+@fail_on_user_error
+def search(**opts: Any) -> None:
+    """Search for better detection losses (CSE-Autoloss) and report them against the defaults."""
+    from autoloss.search.api import run_search
+    from autoloss.search.config import budget_config
+
+    cfg = budget_config(opts["budget"])
+    evolution = {
+        k: opts[k]
+        for k in (
+            "branch",
+            "generations",
+            "offspring",
+            "top_k",
+            "parents",
+            "seed",
+            "max_proxy_evals",
+            "final_seeds",
+        )
+        if opts[k] is not None
+    }
+    if opts["time_limit"] is not None:
+        evolution["time_limit_s"] = opts["time_limit"]
+    proxy = {k: opts[k] for k in ("detector", "backbone", "data", "images", "device") if opts[k] is not None}
+    if opts["proxy_iterations"] is not None:
+        proxy.update(iterations=opts["proxy_iterations"], epochs=None)
+    if opts["proxy_epochs"] is not None:
+        proxy.update(epochs=opts["proxy_epochs"], iterations=None)
+    backend = {
+        k: opts[k]
+        for k in ("backend", "workers", "ray_address", "gpus_per_trial", "cpus_per_trial")
+        if opts[k] is not None
+    }
+    filters = {"cpv": not opts["no_cpv"], "mos": not opts["no_mos"]}
+    cfg = cfg.replace(evolution=evolution, proxy=proxy, backend=backend, filters=filters)
+    _run(
+        lambda progress: run_search(cfg, opts["out"], overwrite=opts["overwrite"], progress=progress),
+        cfg,
+        opts["quiet"],
+    )
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--backend", type=click.Choice(["serial", "process", "ray"]), default=None)
+@click.option("--workers", type=int, default=None, callback=_positive)
+@click.option("--ray-address", default=None)
+@click.option("--device", default=None)
+@click.option("--quiet", is_flag=True, help="No live display.")
+@fail_on_user_error
+def resume(run_dir: str, backend, workers, ray_address, device, quiet) -> None:
+    """Continue a search that stopped or was killed; finished trainings are never recomputed.
+
+    Only how the work runs may change (--backend, --workers, --ray-address, --device).
+    """
+    from autoloss.runs.rundir import RunDir
+    from autoloss.search.api import resume_search
+    from autoloss.search.config import SearchConfig
+
+    overrides = {
+        "backend": {
+            k: v
+            for k, v in (("backend", backend), ("workers", workers), ("ray_address", ray_address))
+            if v is not None
+        },
+        "proxy": {"device": device} if device else {},
+    }
+    cfg = SearchConfig.from_dict(RunDir.open(run_dir).config())
+    _run(lambda progress: resume_search(run_dir, overrides, progress=progress), cfg, quiet)
+
+
+def _run(start, cfg, quiet: bool) -> None:
+    from rich.console import Console
+
+    from autoloss.cli.live import LiveDisplay
+
+    console = Console(stderr=True)
+    display = LiveDisplay(cfg, console, enabled=not quiet)
+    with display:
+        summary, run = start(display.update)
+    _print_summary(summary, Path(run.path))
+
+
+def _print_summary(summary: dict[str, Any], path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+
+    console = Console()
+    if not summary:
+        console.print(f"No final table (the search stopped before it). Run directory: {path}")
+        return
+    table = Table(title=f"Proxy mAP over seeds {', '.join(map(str, summary['seeds']))}")
+    for col in ("losses", "cls", "reg", "mAP mean ± std", "gain vs default", "beyond noise"):
+        table.add_column(col, overflow="fold")
+    for label in ("default", "published", "found"):
+        row = summary["table"][label]
+        gain = row.get("vs_default")
+        table.add_row(
+            label,
+            row["cls"],
+            row["reg"],
+            f"{row['mean']:.4f} ± {row['std']:.4f}",
+            f"{gain['mean']:+.4f}" if gain else "",
+            ("yes" if gain["beyond_noise"] else "no") if gain else "",
+        )
+    console.print(table, markup=False, highlight=False)
+    if summary.get("stopped"):
+        console.print(f"Generations stopped early: {summary['stopped']}", markup=False)
+    console.print(f"Run directory: {path}  (hall_of_fame.csv, best/, events.jsonl)", markup=False)
+    console.print(f"Report: autoloss report {path}", markup=False)
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--top", type=int, default=5, show_default=True, help="Losses per branch in the report.")
+@fail_on_user_error
+def report(run_dir: str, top: int) -> None:
+    """Write report.md with plots (mAP per generation, funnel, time per stage) into RUN_DIR."""
+    from autoloss.report import write_report
+
+    click.echo(f"wrote {write_report(run_dir, top=top)}")
+
+
+COMMANDS = [search, resume, report]

@@ -67,3 +67,19 @@ NAMED: dict[str, NamedLoss] = {
 
 # The detector default each branch falls back to when a search leaves it alone.
 DEFAULTS = {"cls-softmax": "ce", "cls-sigmoid": "focal", "reg": "giou"}
+
+
+def name_of(text: str) -> str | None:
+    """The named loss whose expression is exactly `text`, if any (for readable tables)."""
+    for entry in NAMED.values():
+        if entry.text == text:
+            return entry.name
+    return None
+
+
+def label(text: str, width: int = 60) -> str:
+    """A short label for tables: a loss's name, "default", or its text cut to `width` characters."""
+    name = name_of(text)
+    if name is not None:
+        return name
+    return text if len(text) <= width else text[: width - 1] + "…"

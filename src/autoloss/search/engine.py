@@ -1,0 +1,106 @@
+"""The evolution engine for one branch: ask for candidates, tell their proxy results, move on.
+
+State is explicit (a `random.Random`, the evaluated candidates, the parents, the generation) and goes
+to and from plain JSON, so a search can stop after any generation and resume exactly. Results may be
+told in any order: parents are chosen only when the generation is closed, by a total order (mAP, then
+MOS score, then the canonical text), never by arrival.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+
+from autoloss.expr.parse import parse
+from autoloss.expr.tree import Expr
+from autoloss.search.variation import offspring
+from autoloss.spaces.branches import Branch
+from autoloss.spaces.generate import TreeLimits, ramped_half_and_half
+from autoloss.spaces.named import NAMED
+
+
+@dataclass
+class Evaluated:
+    text: str
+    key: str
+    generation: int
+    mos_score: float | None
+    ap: float
+    status: str
+    reason: str = ""
+
+    def rank_key(self) -> tuple:
+        return (-self.ap, -(self.mos_score if self.mos_score is not None else float("-inf")), self.text)
+
+
+class Evolution:
+    def __init__(
+        self,
+        br: Branch,
+        rng: random.Random,
+        *,
+        offspring_count: int,
+        parents: int,
+        limits: TreeLimits,
+        crossover_rate: float = 0.3,
+    ):
+        self.branch = br
+        self.rng = rng
+        self.offspring_count = offspring_count
+        self.parent_count = parents
+        self.limits = limits
+        self.crossover_rate = crossover_rate
+        self.generation = 0
+        self.evaluated: dict[str, Evaluated] = {}  # functional key -> result
+        self.parents: list[str] = []
+
+    def named_losses(self) -> list[Expr]:
+        return [parse(n.text) for n in NAMED.values() if n.branch == self.branch.name]
+
+    def ask(self) -> list[Expr]:
+        """This generation's candidates: the named losses plus random trees first, then offspring."""
+        if self.generation == 0 or not self.parents:
+            named = self.named_losses()
+            count = max(0, self.offspring_count - len(named))
+            return named + ramped_half_and_half(self.branch, self.rng, count, self.limits)
+        return offspring(
+            [parse(t) for t in self.parents],
+            self.branch,
+            self.rng,
+            self.offspring_count,
+            self.limits,
+            self.crossover_rate,
+        )
+
+    def tell(self, result: Evaluated) -> None:
+        self.evaluated[result.key] = result
+
+    def close_generation(self) -> list[str]:
+        """Pick the parents (best proxy mAP so far: elitism) and advance the generation counter."""
+        ok = sorted((r for r in self.evaluated.values() if r.status == "ok"), key=Evaluated.rank_key)
+        self.parents = [r.text for r in ok[: self.parent_count]]
+        if not self.parents:
+            # Nothing trained yet (all diverged, or no proxy budget): breed from the named losses.
+            self.parents = [e.text for e in self.named_losses()]
+        self.generation += 1
+        return self.parents
+
+    def best(self, n: int = 1) -> list[Evaluated]:
+        return sorted((r for r in self.evaluated.values() if r.status == "ok"), key=Evaluated.rank_key)[:n]
+
+    # --- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        version, internal, gauss = self.rng.getstate()
+        return {
+            "generation": self.generation,
+            "parents": list(self.parents),
+            "evaluated": [asdict(r) for r in self.evaluated.values()],
+            "rng": [version, list(internal), gauss],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generation = state["generation"]
+        self.parents = list(state["parents"])
+        self.evaluated = {r["key"]: Evaluated(**r) for r in state["evaluated"]}
+        version, internal, gauss = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))

@@ -1,0 +1,125 @@
+"""Proxy trainings for the search: the experiment config, the result cache, retries and the budget.
+
+Every finished training is appended to `evaluations.jsonl` the moment it completes, keyed by
+(cls loss, reg loss, seed). A resumed search replays its deterministic decisions and takes finished
+trainings from this cache, so only the trainings that were in flight when it was killed run again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from typing import Any
+
+from autoloss.runs.rundir import RunDir
+from autoloss.search.config import SearchConfig
+from autoloss.search.tasks import proxy_task
+
+EVALUATIONS = "evaluations.jsonl"
+
+
+def experiment_dict(cfg: SearchConfig) -> dict[str, Any]:
+    """The detection layer's ExperimentConfig (as a dict) for this search's proxy task, seed unset."""
+    from autoloss.detection import preset
+
+    p = cfg.proxy
+    train: dict[str, Any] = {"device": p.device}
+    if p.iterations is not None:
+        train["iterations"] = p.iterations
+    if p.epochs is not None:
+        train["epochs"] = p.epochs
+    if p.lr is not None:
+        train["lr"] = p.lr
+    overrides: dict[str, Any] = {
+        "detector": p.detector,
+        "backbone": p.backbone,
+        "data": p.data,
+        "images": p.images,
+    }
+    for name in ("image_size", "train_size", "val_size"):
+        if getattr(p, name) is not None:
+            overrides[name] = getattr(p, name)
+    return preset(p.preset, train=train, **overrides).to_dict()
+
+
+def eval_id(cls_loss: str, reg_loss: str, seed: int) -> str:
+    return f"{cls_loss}|{reg_loss}|{seed}"
+
+
+class ProxyRunner:
+    def __init__(
+        self,
+        cfg: SearchConfig,
+        run: RunDir,
+        submit: Callable[..., Future],
+        slots: int,
+        on_done: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        self.experiment = experiment_dict(cfg)
+        self.run = run
+        self.submit = submit
+        self.slots = max(1, slots)
+        self.on_done = on_done
+        self.cache: dict[str, dict[str, Any]] = {r["id"]: r["result"] for r in run.read(EVALUATIONS)}
+        self.count = 0  # trainings the search has asked for (cached or not): the budget's unit
+
+    def evaluate(self, jobs: list[tuple[str, str, int]]) -> list[dict[str, Any]]:
+        """Results for (cls, reg, seed) jobs, in job order; at most `slots` trainings run at once."""
+        results: dict[int, dict[str, Any]] = {}
+        todo: list[int] = []
+        for i, (c, r, s) in enumerate(jobs):
+            self.count += 1
+            cached = self.cache.get(eval_id(c, r, s))
+            if cached is not None:
+                results[i] = cached
+            else:
+                todo.append(i)
+        running: dict[Future, tuple[int, int]] = {}  # future -> (job index, attempt)
+        queue = [(i, 1) for i in todo]
+        while queue or running:
+            while queue and len(running) < self.slots:
+                i, attempt = queue.pop(0)
+                c, r, s = jobs[i]
+                running[self.submit(proxy_task, {**self.experiment, "seed": s}, c, r)] = (i, attempt)
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for f in done:
+                i, attempt = running.pop(f)
+                try:
+                    result = f.result()
+                except Exception as exc:  # worker died or the task raised: retry once, then record it
+                    if attempt == 1:
+                        queue.append((i, 2))
+                        continue
+                    result = _failure(f"{type(exc).__name__}: {exc} (after a retry)")
+                self._finish(jobs[i], result)
+                results[i] = result
+        return [results[i] for i in range(len(jobs))]
+
+    def _finish(self, job: tuple[str, str, int], result: dict[str, Any]) -> None:
+        c, r, s = job
+        key = eval_id(c, r, s)
+        record = {"id": key, "cls": c, "reg": r, "seed": s, "result": result}
+        self.run.append(EVALUATIONS, [record])
+        self.cache[key] = result
+        if self.on_done is not None:
+            self.on_done(record)
+
+
+def _failure(reason: str) -> dict[str, Any]:
+    return {
+        "status": "failed",
+        "reason": reason,
+        "metrics": {},
+        "iterations": 0,
+        "seconds": 0.0,
+        "final_loss": None,
+        "finished_at": time.time(),
+    }
+
+
+def ap_of(result: dict[str, Any]) -> float:
+    """The fitness: COCO AP of a finished training, 0 for one that diverged or failed."""
+    if result.get("status") != "ok":
+        return 0.0
+    return float(result.get("metrics", {}).get("AP", 0.0))
