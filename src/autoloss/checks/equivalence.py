@@ -1,0 +1,59 @@
+"""The functional-equivalence key: dedup on behaviour, not text (AutoML-Zero's FEC cache).
+
+Two expressions that compute the same function — `Add(X,Y)` and `Add(Y,X)`, `Neg(Neg(L))` and `L`,
+`Sub(1,Div(I,U))` and `Add(1,Neg(Div(I,U)))` — get one key: a hash of their values and gradients on the
+fixed moderate rows of the validity probe, quantised to `probe.key_digits` digits of each array's largest
+magnitude. Quantising against the array's scale (not each number's own) keeps float32 noise in tiny values
+(log(sig(8)) computed two ways) from splitting a key. Two float32 formulations that differ only by rounding
+can still straddle a quantisation boundary now and then: the key is a cache, so a rare miss only costs a
+recomputation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from torch import Tensor
+
+from autoloss.checks.config import CheckConfig, resolve_config
+from autoloss.checks.probes import forward_backward, validity_probe
+from autoloss.loss import Loss
+
+# Non-finite numbers get codes outside the range a quantised finite value can take (|q| <= 10**12).
+_NAN, _POS_INF, _NEG_INF = 2**62, 2**62 + 1, -(2**62 + 1)
+
+
+def quantise(values: np.ndarray, digits: int) -> tuple[str, np.ndarray]:
+    """(scale text, integer codes): values / scale rounded to `digits` decimals; -0.0 becomes 0."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    finite = np.isfinite(values)
+    scale = float(np.abs(values[finite]).max()) if finite.any() else 0.0
+    if scale == 0.0:
+        scale = 1.0
+    codes = np.zeros(values.shape, dtype=np.int64)
+    codes[finite] = np.rint(values[finite] / scale * 10**digits).astype(np.int64)
+    codes[np.isnan(values)] = _NAN
+    codes[values == np.inf] = _POS_INF
+    codes[values == -np.inf] = _NEG_INF
+    # The scale is part of the key (2x a loss is not the loss), at the same precision as the codes.
+    return f"{scale:.{digits - 1}e}", codes
+
+
+def functional_key(
+    loss: Loss, config: CheckConfig | None = None, evaluation: tuple[Tensor, Tensor] | None = None
+) -> str:
+    """`branch:hash` of the loss's rounded values and gradients on the probe; equal for equal functions.
+
+    `evaluation` is `forward_backward` on the validity probe, when the caller already has it.
+    """
+    config = resolve_config(config)
+    probe = validity_probe(loss.branch, config.probe)
+    values, grad = evaluation if evaluation is not None else forward_backward(loss, probe)
+    rows = probe.key_rows
+    h = hashlib.blake2b(digest_size=12)
+    for part in (values[rows], grad[rows]):
+        scale, codes = quantise(part.double().numpy(), config.probe.key_digits)
+        h.update(scale.encode())
+        h.update(codes.tobytes())
+    return f"{loss.branch}:{h.hexdigest()}"
