@@ -121,3 +121,22 @@ def test_coco_style_ap_by_hand():
     # t = 0.95: no hit -> 0. Mean over the 10 thresholds.
     expected = (3 * (1 + 2 / 3) / 2 + 6 * 0.5 + 0.0) / 10
     assert ap == pytest.approx(expected, rel=1e-6)
+
+
+def test_mos_box_inputs_equal_box_terms_on_decoded_boxes():
+    # The reg simulation computes I/U/E with x and y together; it must equal the reference formula.
+    from autoloss.checks.config import MOSConfig
+    from autoloss.checks.mos import _box_inputs
+    from autoloss.checks.mos_data import reg_problem
+
+    prob = reg_problem(MOSConfig())
+    deltas = 0.3 * torch.randn(prob.anchors.shape, generator=torch.Generator().manual_seed(1))
+    a = prob.anchors
+    cx, cy = a[:, 0] + deltas[:, 0] * a[:, 2], a[:, 1] + deltas[:, 1] * a[:, 3]
+    w, h = a[:, 2] * torch.exp(deltas[:, 2]), a[:, 3] * torch.exp(deltas[:, 3])
+    boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
+    for ours, reference in zip(_box_inputs(prob, deltas), box_terms(boxes, prob.targets), strict=True):
+        assert torch.allclose(ours, reference, rtol=1e-5, atol=1e-3)
+    # Some starts are disjoint (no overlap), as the config asks.
+    i, _, _ = _box_inputs(prob, torch.zeros_like(deltas))
+    assert int((i == 0).sum()) >= round(MOSConfig().reg_disjoint * len(i))

@@ -8,6 +8,7 @@ probe batches, synthetic data sets and baseline MOS scores can be cached per con
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
 from typing import Any
 
 
@@ -145,6 +146,12 @@ def resolve_config(config: CheckConfig | dict[str, Any] | None) -> CheckConfig:
         return CheckConfig.from_dict(config)
     if not isinstance(config, CheckConfig):
         raise TypeError(f"config must be a CheckConfig, a dict or None, got {type(config).__name__}")
+    return _validated(config)
+
+
+@lru_cache(maxsize=32)
+def _validated(config: CheckConfig) -> CheckConfig:
+    # Configs are frozen: validating one once per process is enough (screen resolves it per candidate).
     return config.validate()
 
 

@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from autoloss.checks.config import CheckConfig, MOSConfig
-from autoloss.checks.mos_data import ClsProblem, cls_problem, reg_problem
-from autoloss.checks.probes import DTYPE, box_terms, sigmoid_inputs, softmax_inputs
+from autoloss.checks.mos_data import ClsProblem, RegProblem, cls_problem, reg_problem
+from autoloss.checks.probes import BOX_EPS, DTYPE, sigmoid_inputs, softmax_inputs
 from autoloss.checks.verdict import single_thread
 from autoloss.loss import Loss
 from autoloss.spaces.named import DEFAULTS
@@ -88,7 +88,7 @@ def _simulate_cls(loss: Loss, config: MOSConfig) -> tuple[float | None, str | No
     params = [t.requires_grad_(True) for t in (w1, b1, w2, b2)]
     velocity = [torch.zeros_like(t) for t in params]
     for step in range(config.cls_steps):
-        logits = torch.tanh(p.train_x @ params[0] + params[1]) @ params[2] + params[3]
+        logits = torch.addmm(params[3], torch.tanh(torch.addmm(params[1], p.train_x, params[0])), params[2])
         out = torch.broadcast_to(
             loss.fn(*({**targets, "X": logits}[n] for n in loss.inputs)),
             logits.shape[:1] if softmax else logits.shape,
@@ -98,11 +98,11 @@ def _simulate_cls(loss: Loss, config: MOSConfig) -> tuple[float | None, str | No
         if not math.isfinite(value):
             return None, f"non-finite loss ({value}) at training step {step} of {config.cls_steps}"
         grads = torch.autograd.grad(total, params, allow_unused=True)
-        with torch.no_grad():
-            for param, grad, vel in zip(params, grads, velocity, strict=True):
-                if grad is not None:
-                    vel.mul_(config.cls_momentum).add_(grad)
-                    param.sub_(config.cls_lr * vel)
+        grads = [torch.zeros_like(t) if g is None else g for t, g in zip(params, grads, strict=True)]
+        with torch.no_grad():  # SGD with momentum, as torch.optim.SGD (dampening 0), on all tensors at once
+            torch._foreach_mul_(velocity, config.cls_momentum)
+            torch._foreach_add_(velocity, grads)
+            torch._foreach_add_(params, velocity, alpha=-config.cls_lr)
     with torch.no_grad():
         if not all(bool(t.isfinite().all()) for t in params):
             return None, f"non-finite weights after {config.cls_steps} training steps"
@@ -133,13 +133,11 @@ def coco_style_ap(scores: Tensor, p: ClsProblem) -> float:
 
 def _simulate_reg(loss: Loss, config: MOSConfig) -> tuple[float | None, str | None]:
     prob = reg_problem(config)
-    a = prob.anchors
-    deltas = torch.zeros_like(a).requires_grad_(True)
-    m, v = torch.zeros_like(a), torch.zeros_like(a)
+    deltas = torch.zeros_like(prob.anchors).requires_grad_(True)
+    m, v = torch.zeros_like(deltas), torch.zeros_like(deltas)
     beta1, beta2, eps = 0.9, 0.999, 1e-8
     for step in range(config.reg_steps):
-        boxes = _decode(a, deltas)
-        i, u, e = box_terms(boxes, prob.targets)
+        i, u, e = _box_inputs(prob, deltas)
         args = {"I": i, "U": u, "E": e}
         total = torch.broadcast_to(loss.fn(*(args[n] for n in loss.inputs)), i.shape).mean()
         value = float(total.detach())
@@ -148,23 +146,30 @@ def _simulate_reg(loss: Loss, config: MOSConfig) -> tuple[float | None, str | No
         (grad,) = torch.autograd.grad(total, deltas, allow_unused=True)
         if grad is None:
             break  # the loss does not depend on the boxes: nothing will ever move
-        with torch.no_grad():
-            m.mul_(beta1).add_(grad, alpha=1 - beta1)
+        with torch.no_grad():  # Adam, as torch.optim.Adam with default betas
+            m.lerp_(grad, 1 - beta1)
             v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            m_hat = m / (1 - beta1 ** (step + 1))
-            v_hat = v / (1 - beta2 ** (step + 1))
-            deltas.sub_(config.reg_lr * m_hat / (v_hat.sqrt() + eps))
+            denom = (v / (1 - beta2 ** (step + 1))).sqrt_().add_(eps)
+            deltas.addcdiv_(m, denom, value=-config.reg_lr / (1 - beta1 ** (step + 1)))
     with torch.no_grad():
         if not bool(deltas.isfinite().all()):
             return None, f"non-finite box parameters after {config.reg_steps} steps"
-        i, u, _ = box_terms(_decode(a, deltas), prob.targets)
+        i, u, _ = _box_inputs(prob, deltas)
         return float((i / u).mean()), None
 
 
-def _decode(anchors: Tensor, deltas: Tensor) -> Tensor:
-    """Faster R-CNN box decoding: (cx, cy, w, h) anchors and (dx, dy, dw, dh) deltas -> xyxy."""
-    cx = anchors[:, 0] + deltas[:, 0] * anchors[:, 2]
-    cy = anchors[:, 1] + deltas[:, 1] * anchors[:, 3]
-    w = anchors[:, 2] * torch.exp(deltas[:, 2].clamp(max=MAX_DW))
-    h = anchors[:, 3] * torch.exp(deltas[:, 3].clamp(max=MAX_DW))
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
+def _box_inputs(prob: RegProblem, deltas: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """I, U + eps, E + eps of the decoded boxes (Faster R-CNN decoding of (dx, dy, dw, dh) on each start
+    box) against their targets; the x and y axes are computed together to keep the autograd graph short.
+    Equal to `probes.box_terms` on the decoded boxes."""
+    centre = prob.anchors[:, :2] + deltas[:, :2] * prob.anchors[:, 2:]
+    half = 0.5 * prob.anchors[:, 2:] * torch.exp(deltas[:, 2:].clamp(max=MAX_DW))
+    lo, hi = centre - half, centre + half
+    t_lo, t_hi = prob.targets[:, :2], prob.targets[:, 2:]
+    overlap = (torch.minimum(hi, t_hi) - torch.maximum(lo, t_lo)).clamp(min=0)
+    inter = overlap[:, 0] * overlap[:, 1]
+    size = 2.0 * half
+    t_size = t_hi - t_lo
+    union = size[:, 0] * size[:, 1] + t_size[:, 0] * t_size[:, 1] - inter
+    span = torch.maximum(hi, t_hi) - torch.minimum(lo, t_lo)
+    return inter, union + BOX_EPS, span[:, 0] * span[:, 1] + BOX_EPS

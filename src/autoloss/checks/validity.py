@@ -1,6 +1,6 @@
 """The validity filter: the cheapest questions, asked before anything is optimised.
 
-1. Is it well-formed for its branch (shape rules)?
+1. Is it well-formed for its branch (shape rules: checked when the `Loss` is built)?
 2. Does it read the prediction (X; I for reg) and the target (Y / PY, NY, Q; U or E for reg)? A loss blind
    to the label cannot train anything; one blind to the prediction has no gradient.
 3. Are its values and gradients finite in float32 on a probe batch with saturated logits (±20) and edge
@@ -14,20 +14,18 @@ from torch import Tensor
 
 from autoloss.checks.config import CheckConfig
 from autoloss.checks.probes import Probe, forward_backward, validity_probe
-from autoloss.errors import ExprError
 from autoloss.loss import Loss
-from autoloss.spaces.branches import branch, check_shapes
+from autoloss.spaces.branches import branch
 
 Evaluation = tuple[Tensor, Tensor]  # (values, gradient w.r.t. the prediction) on the validity probe
 
 
 def structural_reason(loss: Loss) -> str | None:
-    """Why the expression cannot be a loss for its branch, judged from its text alone; None if it can."""
+    """Why the expression cannot be a loss for its branch, judged from its text alone; None if it can.
+
+    Shape rules need no second look: a `Loss` cannot be built from an expression that breaks them.
+    """
     br = branch(loss.branch)
-    try:
-        check_shapes(loss.expr, br)
-    except ExprError as exc:
-        return f"ill-formed for {br.name}: {exc}"
     used = loss.expr.inputs
     if not used & br.prediction:
         return f"does not read the prediction ({'/'.join(sorted(br.prediction))}): it cannot train the model"
