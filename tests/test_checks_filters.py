@@ -140,3 +140,18 @@ def test_mos_box_inputs_equal_box_terms_on_decoded_boxes():
     # Some starts are disjoint (no overlap), as the config asks.
     i, _, _ = _box_inputs(prob, torch.zeros_like(deltas))
     assert int((i == 0).sum()) >= round(MOSConfig().reg_disjoint * len(i))
+
+
+@pytest.mark.parametrize(
+    ("text", "branch", "where"),
+    [
+        ("Neg(Dot(Y,Log(Neg(Softmax(X)))))", "cls-softmax", "at training step 0"),
+        ("Sqrt(Sub(Div(I,U),1))", "reg", "at optimisation step 0"),
+    ],
+)
+def test_mos_rejects_non_finite_training(text, branch, where):
+    from autoloss.checks.mos import mos
+
+    passed, reason, score = mos(Loss.parse(text, branch), CheckConfig())
+    assert not passed and score is None
+    assert reason.startswith("non-finite loss (nan)") and where in reason

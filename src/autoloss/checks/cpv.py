@@ -24,6 +24,7 @@ class Grid:
     values: Tensor  # [cases, points]
     coords: Tensor  # [points] (or [cases, points]): the swept variable
     cases: tuple[str, ...]
+    variable: str = "x"  # the swept quantity, for the reasons
 
 
 def tolerance(values: Tensor, config: CPVConfig) -> Tensor:
@@ -45,8 +46,8 @@ def first_rise(grid: Grid, config: CPVConfig, mask: Tensor | None = None) -> str
     case, i = (int(v) for v in bad.nonzero()[0])
     coords = grid.coords if grid.coords.dim() == 1 else grid.coords[case]
     return (
-        f"{grid.cases[case]}: the loss rises by {float(step[case, i]):.3g} "
-        f"from {float(coords[i]):.3g} to {float(coords[i + 1]):.3g}"
+        f"the loss rises by {float(step[case, i]):.3g} as {grid.variable} goes "
+        f"from {float(coords[i]):.3g} to {float(coords[i + 1]):.3g} ({grid.cases[case]})"
     )
 
 
@@ -58,7 +59,10 @@ def first_flat(grid: Grid, config: CPVConfig) -> str | None:
     if not bool(bad.any()):
         return None
     case = int(bad.nonzero()[0, 0])
-    return f"{grid.cases[case]}: the loss does not fall (total change {-float(fall[case]):.3g})"
+    return (
+        f"the loss does not fall as {grid.variable} moves toward the right answer "
+        f"(total change {0.0 - float(fall[case]):.3g}; {grid.cases[case]})"
+    )
 
 
 def faded(grad_end: Tensor, grad_grid: Tensor, config: CPVConfig) -> Tensor:

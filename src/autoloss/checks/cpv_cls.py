@@ -46,7 +46,7 @@ def _softmax_grid(config: CPVConfig) -> tuple[Probe, tuple[str, ...], Tensor, Te
             ys.append(torch.full((len(sweep),), c))
             zs.append(torch.full((len(sweep),), z, dtype=DTYPE))
             kind = "background" if c == 0 else f"class {c} (Z={z:g})"
-            names.append(f"{kind}, other logits {ctx}, x_c")
+            names.append(f"{kind}, other logits {ctx}")
     # Confident right (x_c = 8) and confident wrong (another class at 8) for every label.
     for c, z in labels:
         right = torch.zeros(_C, dtype=DTYPE)
@@ -72,7 +72,7 @@ def softmax_cpv(loss: Loss, config: CPVConfig) -> tuple[str | None, str]:
     g_c = grad[:swept][hot].view(cases, points)
     g_other = grad[:swept].masked_fill(hot, 0.0)
     p_c = torch.softmax(x, dim=1)[hot].view(cases, points)
-    grid = Grid(v[:, :-1], sweep[:-1], names)
+    grid = Grid(v[:, :-1], sweep[:-1], names, "x_c")
     reason = first_rise(grid, config) or first_flat(grid, config)
     if reason is not None:
         return f"not a descent direction: {reason}", ""
@@ -127,7 +127,7 @@ def _sigmoid_grid(config: CPVConfig) -> tuple[Probe, tuple[str, ...], tuple[floa
             xs.append(x)
             labels.append(torch.full((len(sweep),), 0 if q == 0.0 else 1))
             qs.append(torch.full((len(sweep),), q, dtype=DTYPE))
-            names.append(("negative" if q == 0.0 else f"positive (Q={q:g})") + f", other logits {ctx}, x")
+            names.append(("negative" if q == 0.0 else f"positive (Q={q:g})") + f", other logits {ctx}")
     x = torch.cat(xs)
     probe = Probe("cls-sigmoid", x, sigmoid_inputs(x, torch.cat(labels), torch.cat(qs)), torch.arange(0))
     return probe, tuple(names), qualities, len(t) + 1
@@ -154,7 +154,7 @@ def sigmoid_cpv(loss: Loss, config: CPVConfig) -> tuple[str | None, str]:
     for grid, grad_case, tol, sign, where, end in checks:
         reason = first_rise(grid, config) or first_flat(grid, config)
         if reason is not None:
-            return f"not a descent direction: {reason} (x sweeps toward the right answer)", ""
+            return f"not a descent direction: {reason}", ""
         fade = faded(grad_case[:, -1], grad_case[:, :-1], config)
         if not bool(fade.all()):
             case = int((~fade).nonzero()[0, 0])

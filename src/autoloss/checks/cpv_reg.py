@@ -59,7 +59,7 @@ def _reg_grid(config: CPVConfig) -> RegGrid:
                 box = torch.stack([pcx - pw / 2, pcy - ph / 2, pcx + pw / 2, pcy + ph / 2], dim=1)
                 preds.append(box * scale)
                 targets.append(target.expand(len(r), 4))
-                names.append(f"target {ti} at {scale:g}x, {family}, IoU")
+                names.append(f"target {ti} at {scale:g}x, {family}")
     pred, target = torch.cat(preds), torch.cat(targets)
     leaf = pred.clone().requires_grad_(True)
     with torch.enable_grad():
@@ -78,8 +78,8 @@ def reg_cpv(loss: Loss, config: CPVConfig) -> tuple[str | None, str]:
     cases = len(grid.names)
     v = values.view(cases, -1)
     rising = grid.iou[:, 1:] > grid.iou[:, :-1] + 1e-6
-    reason = first_rise(Grid(v, grid.iou, grid.names), config, mask=rising)
-    reason = reason or first_flat(Grid(v, grid.iou, grid.names), config)
+    families = Grid(v, grid.iou, grid.names, "IoU")
+    reason = first_rise(families, config, mask=rising) or first_flat(families, config)
     if reason is not None:
         return f"not a descent direction: {reason}", ""
     half = cases // 2  # the first half of the cases is at 1x, the second at scale_factor x
