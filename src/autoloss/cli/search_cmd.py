@@ -205,7 +205,6 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-
     console = Console()
     if not summary:
         console.print(f"No final table (the search stopped before it). Run directory: {path}")

@@ -1,0 +1,147 @@
+"""`autoloss transfer`: re-check losses on other detectors, datasets and longer schedules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from autoloss.cli.common import fail_on_user_error
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@click.command()
+@click.option("--cls-loss", default=None, help="Classification loss: a name or an expression.")
+@click.option("--reg-loss", default=None, help="Regression loss: a name or an expression.")
+@click.option(
+    "--from-run",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Take the found losses from a search's run directory (best/cls.json, best/reg.json).",
+)
+@click.option("--detectors", default="fcos,retinanet", show_default=True, help="Comma-separated detectors.")
+@click.option(
+    "--data",
+    "datasets",
+    default="shapes",
+    show_default=True,
+    help="Comma-separated datasets: shapes and/or COCO annotation JSON files.",
+)
+@click.option("--seeds", type=int, default=3, show_default=True, help="Seeds per cell.")
+@click.option(
+    "--iterations", type=int, default=350, show_default=True, help="Proxy length before --schedule."
+)
+@click.option("--epochs", type=int, default=None, help="Proxy length in epochs instead (before --schedule).")
+@click.option(
+    "--schedule",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Training length as a multiple of the proxy's.",
+)
+@click.option(
+    "--backbone", type=click.Choice(["tiny", "resnet18", "resnet50"]), default="tiny", show_default=True
+)
+@click.option(
+    "--named/--no-named",
+    default=True,
+    show_default=True,
+    help="Also train every named loss of each branch (the honest baselines).",
+)
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option(
+    "--backend", type=click.Choice(["serial", "process", "ray"]), default="process", show_default=True
+)
+@click.option("--device", default="cpu", show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="runs/transfer",
+    show_default=True,
+    help="Output folder; finished trainings there are reused when re-run.",
+)
+@fail_on_user_error
+def transfer(
+    cls_loss,
+    reg_loss,
+    from_run,
+    detectors,
+    datasets,
+    seeds,
+    iterations,
+    epochs,
+    schedule,
+    backbone,
+    named,
+    workers,
+    backend,
+    device,
+    out,
+) -> None:
+    """Train each detector on each dataset with the given losses, the defaults, the published CSE-Autoloss
+    losses of the matching branch and the named losses; write a table (Markdown + CSV) and a bar plot."""
+    from rich.console import Console
+
+    from autoloss.transfer.plan import TransferError, plan_transfer
+    from autoloss.transfer.run import run_transfer
+    from autoloss.transfer.table import aggregate, bar_plot, markdown, to_csv
+
+    if schedule <= 0 or iterations < 1 or workers < 1:
+        raise TransferError("--schedule, --iterations and --workers must be positive")
+    if from_run is not None:
+        cls_loss = cls_loss or _best(from_run, "cls")
+        reg_loss = reg_loss or _best(from_run, "reg")
+    plan = plan_transfer(cls_loss, reg_loss, _split(detectors), _split(datasets), seeds, named=named)
+    console = Console(stderr=True)
+    console.print(
+        f"transfer: {plan.trainings()} trainings ({len(plan.cells())} cells x seeds {plan.seeds}), "
+        f"{schedule:g}x the proxy length",
+        markup=False,
+    )
+
+    def progress(rec):
+        res = rec["result"]
+        ap = res.get("metrics", {}).get("AP")
+        console.print(
+            f"  seed {rec['seed']}: {res.get('status')} {'' if ap is None else f'mAP {ap:.4f}'}", markup=False
+        )
+
+    records = run_transfer(
+        plan,
+        out,
+        iterations=iterations,
+        epochs=epochs,
+        schedule=schedule,
+        device=device,
+        backend=backend,
+        workers=workers,
+        backbone=backbone,
+        progress=progress,
+    )
+    rows = aggregate(records)
+    out_path = Path(out)
+    (out_path / "transfer.md").write_text(markdown(rows))
+    (out_path / "transfer.csv").write_text(to_csv(rows))
+    (out_path / "records.json").write_text(json.dumps(records, indent=1))
+    bar_plot(rows, out_path / "transfer.png")
+    click.echo(markdown(rows))
+    click.echo(f"wrote {out_path / 'transfer.md'}, transfer.csv, transfer.png")
+
+
+def _best(run_dir: str, name: str) -> str | None:
+    from autoloss.errors import AutolossError
+
+    path = Path(run_dir) / "best" / f"{name}.json"
+    if not path.is_file():
+        raise AutolossError(
+            f"{run_dir} has no best/{name}.json: the search has not finished (autoloss resume it)"
+        )
+    data = json.loads(path.read_text())
+    return None if data.get("expr") is None else data["text"]
+
+
+COMMANDS = [transfer]

@@ -1,0 +1,89 @@
+"""Run a transfer plan: every (detector, dataset) cell through the proxy runner, results cached on disk
+(`<out>/cells/<detector>-<dataset>/evaluations.jsonl`), so an interrupted transfer re-run with the same
+`--out` trains only what is missing."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from autoloss.executors import make_executor
+from autoloss.runs.rundir import RunDir
+from autoloss.search.config import SearchConfig
+from autoloss.search.proxy import ProxyRunner
+from autoloss.transfer.plan import TransferPlan
+
+
+def cell_name(detector: str, data: str) -> str:
+    stem = "shapes" if data == "shapes" else Path(data).parent.name or Path(data).stem
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{detector}-{stem}")
+
+
+def experiment_for(
+    detector: str, data: str, iterations: int | None, epochs: int | None, device: str, backbone: str = "tiny"
+) -> dict[str, Any]:
+    from autoloss.detection import preset
+
+    train: dict[str, Any] = {"device": device}
+    if epochs is not None:
+        train["epochs"] = epochs
+    else:
+        train["iterations"] = iterations
+    overrides: dict[str, Any] = {"detector": detector, "backbone": backbone, "data": data}
+    if data != "shapes":
+        overrides["image_size"] = None  # the dataset's own default (real photos need more than 128 px)
+    return preset("fcos-shapes", train=train, **overrides).to_dict()
+
+
+def run_transfer(
+    plan: TransferPlan,
+    out: str | Path,
+    *,
+    iterations: int | None = 350,
+    epochs: int | None = None,
+    schedule: float = 5.0,
+    device: str = "cpu",
+    backend: str = "process",
+    workers: int = 2,
+    backbone: str = "tiny",
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train everything in `plan`; returns one record per (detector, dataset, row, seed)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    length_iters = None if epochs is not None else max(1, round((iterations or 350) * schedule))
+    length_epochs = None if epochs is None else max(1, round(epochs * schedule))
+    executor = make_executor(backend, workers)
+    records: list[dict[str, Any]] = []
+    try:
+        for detector, data in plan.cells():
+            cell_dir = out / "cells" / cell_name(detector, data)
+            cell_dir.mkdir(parents=True, exist_ok=True)
+            runner = ProxyRunner(
+                SearchConfig(), RunDir(cell_dir), executor.submit, executor.slots, on_done=progress
+            )
+            # The runner trains one experiment; a transfer cell is its own experiment.
+            runner.experiment = experiment_for(detector, data, length_iters, length_epochs, device, backbone)
+            rows = plan.rows[detector]
+            jobs = [(r.cls, r.reg, s) for r in rows for s in plan.seeds]
+            results = runner.evaluate(jobs)
+            for (cls_, reg_, seed), res in zip(jobs, results, strict=True):
+                label = next(r.label for r in rows if (r.cls, r.reg) == (cls_, reg_))
+                records.append(
+                    {
+                        "detector": detector,
+                        "data": data,
+                        "label": label,
+                        "cls": cls_,
+                        "reg": reg_,
+                        "seed": seed,
+                        "status": res.get("status"),
+                        "reason": res.get("reason", ""),
+                        "metrics": res.get("metrics", {}),
+                    }
+                )
+    finally:
+        executor.shutdown()
+    return records

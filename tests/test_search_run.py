@@ -1,0 +1,185 @@
+"""The search end to end on the smoke budget: outputs, funnel accounting, determinism, kill and resume,
+diverging proxies, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from autoloss.cli import cli
+from autoloss.search.api import resume_search, run_search
+from autoloss.search.config import ConfigError, budget_config
+
+pytestmark = pytest.mark.slow
+
+
+def smoke(**evolution):
+    # One generation less than the smoke budget and a small final: enough to exercise every unit.
+    return budget_config("smoke").replace(
+        evolution={"generations": 2, **evolution}, backend={"backend": "serial"}
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "ref"
+    summary, run = run_search(smoke(), out)
+    return summary, Path(run.path)
+
+
+def _read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_smoke_search_writes_a_self_describing_run_directory(reference):
+    summary, path = reference
+    for name in (
+        "config.yaml",
+        "events.jsonl",
+        "evaluations.jsonl",
+        "checkpoint.json",
+        "hall_of_fame.csv",
+        "summary.json",
+        "best/cls.txt",
+        "best/cls.json",
+        "best/reg.txt",
+        "best/reg.json",
+        "best/summary.md",
+    ):
+        assert (path / name).is_file(), name
+    cfg = yaml.safe_load((path / "config.yaml").read_text())
+    assert cfg["version"] == 1 and cfg["evolution"]["branch"] == "both"
+    table = summary["table"]
+    assert set(table) == {"default", "published", "found"}
+    assert table["published"]["cls"] == "cse-b-cls" and table["published"]["reg"] == "cse-b-reg"
+    assert all(len(row["ap"]) == 2 for row in table.values())  # smoke: 2 seeds
+    assert "beyond_noise" in table["found"]["vs_default"]
+    checkpoint = json.loads((path / "checkpoint.json").read_text())
+    assert checkpoint["version"] == 1 and checkpoint["completed"][-1] == "final"
+
+
+def test_every_generated_candidate_has_exactly_one_event_and_counts_add_up(reference):
+    _, path = reference
+    events = _read_jsonl(path / "events.jsonl")
+    for gen in _read_jsonl(path / "generations.jsonl"):
+        mine = [e for e in events if e["unit"] == gen["unit"]]
+        c = gen["counts"]
+        assert len(mine) == c["generated"]
+        stages = Counter(e["stage"] for e in mine)
+        assert stages["proxy"] == c["proxy"]
+        # generated = syntactic duplicates + invalid + behavioural duplicates + unique
+        assert stages["validity"] == c["generated"] - stages["dedup"] - c["unique"]
+        assert c["valid"] == c["unique"] + _fdedup(mine)
+        assert stages["proxy"] + stages["screened"] == c["mos"]
+        assert c["generated"] >= c["valid"] >= c["unique"] >= c["cpv"] >= c["mos"] >= c["proxy"]
+        # The filters do their job: most generated candidates never reach a proxy training.
+        assert c["proxy"] <= 0.05 * c["generated"]
+
+
+def _fdedup(events):
+    return sum(1 for e in events if e["stage"] == "dedup" and "functional" in e["reason"])
+
+
+def test_no_behaviour_is_proxy_trained_twice(reference):
+    _, path = reference
+    trained = [e["key"] for e in _read_jsonl(path / "events.jsonl") if e["stage"] == "proxy"]
+    assert len(trained) == len(set(trained))
+
+
+def test_same_seed_gives_the_same_search(reference, tmp_path):
+    summary, path = reference
+    again, run = run_search(smoke(), tmp_path / "again")
+    assert (Path(run.path) / "hall_of_fame.csv").read_text() == (path / "hall_of_fame.csv").read_text()
+    assert again["table"]["found"]["ap"] == summary["table"]["found"]["ap"]
+
+
+def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(reference, tmp_path):
+    summary, path = reference
+    out = tmp_path / "killed"
+    # The same settings as `smoke()`, through the CLI's flags.
+    cmd = [
+        sys.executable,
+        "-m",
+        "autoloss",
+        "search",
+        "--budget",
+        "smoke",
+        "--generations",
+        "2",
+        "--backend",
+        "serial",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    evaluations = out / "evaluations.jsonl"
+    while time.monotonic() < deadline:
+        if evaluations.is_file() and len(evaluations.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished_before = len(evaluations.read_text().splitlines())
+    assert finished_before >= 4 and not (out / "summary.json").exists()
+    resumed, _ = resume_search(out)
+    assert (out / "hall_of_fame.csv").read_text() == (path / "hall_of_fame.csv").read_text()
+    assert resumed["table"]["found"]["ap"] == summary["table"]["found"]["ap"]
+    # Finished trainings were not recomputed: each (losses, seed) appears once in the cache.
+    ids = [r["id"] for r in _read_jsonl(evaluations)]
+    assert len(ids) == len(set(ids))
+    assert len(ids) == len(_read_jsonl(path / "evaluations.jsonl"))
+
+
+def test_a_proxy_that_always_diverges_does_not_stop_the_search(tmp_path):
+    cfg = smoke(generations=1).replace(proxy={"lr": 1e5})
+    summary, run = run_search(cfg, tmp_path / "diverge")
+    statuses = {r["result"]["status"] for r in _read_jsonl(Path(run.path) / "evaluations.jsonl")}
+    assert statuses <= {"diverged", "failed"} and "diverged" in statuses
+    assert summary["table"]["found"]["mean"] == 0.0  # worst fitness, reported, not raised
+    reasons = [e["reason"] for e in _read_jsonl(Path(run.path) / "events.jsonl") if e["stage"] == "proxy"]
+    assert reasons and all(reasons)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--top-k", "50", "--offspring", "10"], "--top-k (50) cannot exceed --offspring (10)"),
+        (["--generations", "-1"], "must be positive"),
+        (["--detector", "yolo"], "'yolo' is not one of"),
+        (["--data", "missing.json"], "does not exist"),
+    ],
+)
+def test_bad_search_flags_get_one_clear_line(args, message, tmp_path):
+    r = CliRunner().invoke(cli, ["search", "--out", str(tmp_path / "x"), *args])
+    assert r.exit_code == 2
+    assert message in r.output
+    assert "Traceback" not in r.output
+
+
+def test_existing_run_dir_is_refused_and_an_incompatible_one_explained(reference, tmp_path):
+    _, path = reference
+    r = CliRunner().invoke(cli, ["search", "--budget", "smoke", "--out", str(path)])
+    assert r.exit_code == 2 and "already exists" in r.output
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.yaml").write_text(yaml.safe_dump({"version": 0, "evolution": {}}))
+    r = CliRunner().invoke(cli, ["resume", str(old)])
+    assert r.exit_code == 2 and "config version 0" in r.output
+
+
+def test_resume_allows_only_runtime_overrides(reference):
+    _, path = reference
+    with pytest.raises(ConfigError, match="resume can only change how the work runs"):
+        resume_search(path, {"evolution": {"seed": 5}})

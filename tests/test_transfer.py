@@ -1,0 +1,104 @@
+"""`autoloss transfer`: planning (branches, baselines, bad input) and a tiny real run end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from autoloss.cli import cli
+from autoloss.spaces import NAMED
+from autoloss.transfer.plan import TransferError, plan_transfer
+
+
+def test_plan_has_defaults_published_found_and_named_baselines_per_branch():
+    plan = plan_transfer("bce", None, ["fcos", "retinanet"], ["shapes"], 2)
+    labels = [r.label for r in plan.rows["fcos"]]
+    assert labels[:3] == ["default", "published", "found"]
+    # The found pair (bce, default) is the bce baseline: trained once, as "found"; the named reg losses other
+    # than the default are baselines too; the published ones have their own row.
+    assert "bce" not in labels and "iou" in labels and "cse-a-reg" not in labels
+    with_reg = [r.label for r in plan_transfer("bce", "cse-a-reg", ["fcos"], ["shapes"], 1).rows["fcos"]]
+    assert "bce" in with_reg  # (bce, cse-a-reg) is a different pair from (bce, default)
+    published = plan.rows["fcos"][1]
+    assert (published.cls, published.reg) == (NAMED["cse-b-cls"].text, NAMED["cse-b-reg"].text)
+    assert plan.trainings() == 2 * len(plan.rows["fcos"]) * 2
+
+
+def test_two_stage_detectors_get_the_softmax_baselines():
+    plan = plan_transfer(None, "giou", ["faster_rcnn"], ["shapes"], 1)
+    rows = {r.label: r for r in plan.rows["faster_rcnn"]}
+    assert rows["published"].cls == NAMED["cse-a-cls"].text
+    # giou through the seam has a row of its own: stock loss and expression are compared, not assumed equal.
+    assert rows["found"].reg == NAMED["giou"].text and rows["found"].cls == "default"
+    assert "bce" not in rows and "focal" not in rows
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"cls_loss": "cse-b-cls", "detectors": ["faster_rcnn"]}, "faster_rcnn needs a cls-softmax"),
+        ({"cls_loss": "giou"}, "is a regression loss"),
+        ({"detectors": ["yolo"]}, "unknown detector 'yolo'"),
+        ({"datasets": ["nope.json"]}, "neither 'shapes' nor an existing COCO JSON"),
+        ({"seeds": 0}, "--seeds must be positive"),
+    ],
+)
+def test_bad_requests_are_refused_with_the_fix(kwargs, message):
+    args = {
+        "cls_loss": None,
+        "reg_loss": None,
+        "detectors": ["fcos"],
+        "datasets": ["shapes"],
+        "seeds": 1,
+        **kwargs,
+    }
+    with pytest.raises(TransferError, match=message):
+        plan_transfer(args["cls_loss"], args["reg_loss"], args["detectors"], args["datasets"], args["seeds"])
+
+
+def test_cli_wrong_branch_exits_2_with_one_line(tmp_path):
+    r = CliRunner().invoke(
+        cli, ["transfer", "--cls-loss", "ce", "--detectors", "fcos", "--out", str(tmp_path)]
+    )
+    assert r.exit_code == 2 and "fcos needs a cls-sigmoid" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.slow
+def test_tiny_transfer_writes_tables_and_reuses_finished_trainings(tmp_path):
+    args = [
+        "transfer",
+        "--cls-loss",
+        "bce",
+        "--detectors",
+        "fcos",
+        "--data",
+        "shapes",
+        "--seeds",
+        "2",
+        "--iterations",
+        "8",
+        "--schedule",
+        "1",
+        "--no-named",
+        "--backend",
+        "serial",
+        "--out",
+        str(tmp_path),
+    ]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((tmp_path / "transfer.csv").open()))
+    assert [row["label"] for row in rows] == ["default", "published", "found"]
+    assert all(row["seeds"] == "0 1" for row in rows)
+    assert rows[2]["gain_mean"] != "" and rows[0]["gain_mean"] == ""
+    assert (tmp_path / "transfer.png").stat().st_size > 1000
+    records = json.loads((tmp_path / "records.json").read_text())
+    assert len(records) == 6 and all(rec["status"] in ("ok", "diverged", "failed") for rec in records)
+    # A re-run trains nothing new: every result comes from the cell caches.
+    cache = next((tmp_path / "cells").iterdir()) / "evaluations.jsonl"
+    before = cache.read_text()
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0 and cache.read_text() == before
