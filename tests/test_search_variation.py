@@ -105,3 +105,16 @@ def test_first_generation_contains_the_named_losses():
     evo = Evolution(BRANCHES["cls-softmax"], random.Random(0), offspring_count=50, parents=2, limits=LIMITS)
     texts = {e.text for e in evo.ask()}
     assert NAMED["ce"].text in texts and NAMED["cse-a-cls"].text in texts
+
+
+def test_random_strategy_draws_fresh_trees_every_generation():
+    evo = Evolution(
+        BRANCHES["reg"], random.Random(0), offspring_count=40, parents=2, limits=LIMITS, strategy="random"
+    )
+    first = evo.ask()
+    assert NAMED["giou"].text not in {e.text for e in first}  # no seeding with the named losses
+    evo.tell(Evaluated("Sub(1,Div(I,U))", "k1", 0, 0.9, 0.1, "ok"))
+    evo.close_generation()
+    second = evo.ask()
+    assert not {e.key for e in second} & {parse("Sub(1,Div(I,U))").key}
+    assert len({e.key for e in second}) > 20

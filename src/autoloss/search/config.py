@@ -35,6 +35,9 @@ class EvolutionConfig:
     max_proxy_evals: int | None = None
     time_limit_s: float | None = None
     seed: int = 0
+    # "evolution" (the paper) or "random": every generation is fresh random trees — the random-search
+    # baseline of the efficiency benchmark.
+    strategy: str = "evolution"
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,8 @@ def validate(cfg: SearchConfig) -> None:
         value = getattr(e, name)
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+    if e.strategy not in ("evolution", "random"):
+        raise ConfigError(f"strategy must be 'evolution' or 'random', got {e.strategy!r}")
     if e.top_k > e.offspring:
         raise ConfigError(f"--top-k ({e.top_k}) cannot exceed --offspring ({e.offspring})")
     if e.max_depth < 2:

@@ -46,6 +46,7 @@ class Search:
                 parents=ev.parents,
                 limits=limits,
                 crossover_rate=ev.crossover_rate,
+                strategy=ev.strategy,
             )
             for b in cfg.searched_branches()
         }

@@ -43,6 +43,7 @@ class Evolution:
         parents: int,
         limits: TreeLimits,
         crossover_rate: float = 0.3,
+        strategy: str = "evolution",
     ):
         self.branch = br
         self.rng = rng
@@ -50,6 +51,7 @@ class Evolution:
         self.parent_count = parents
         self.limits = limits
         self.crossover_rate = crossover_rate
+        self.strategy = strategy
         self.generation = 0
         self.evaluated: dict[str, Evaluated] = {}  # functional key -> result
         self.parents: list[str] = []
@@ -59,6 +61,8 @@ class Evolution:
 
     def ask(self) -> list[Expr]:
         """This generation's candidates: the named losses plus random trees first, then offspring."""
+        if self.strategy == "random":
+            return ramped_half_and_half(self.branch, self.rng, self.offspring_count, self.limits)
         if self.generation == 0 or not self.parents:
             named = self.named_losses()
             count = max(0, self.offspring_count - len(named))

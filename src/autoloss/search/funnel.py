@@ -28,13 +28,25 @@ class Screened:
 def _run_chunks(
     submit: Callable[..., Future], texts: list[str], branch: str, cpv: bool, mos: bool, chunk: int
 ) -> list[dict[str, Any]]:
-    futures = [
-        submit(screen_task, texts[i : i + chunk], branch, cpv, mos) for i in range(0, len(texts), chunk)
-    ]
+    parts = [texts[i : i + chunk] for i in range(0, len(texts), chunk)]
+    futures = [submit(screen_task, part, branch, cpv, mos) for part in parts]
     out: list[dict[str, Any]] = []
-    for f in futures:  # in submission order: the result does not depend on which worker was fastest
-        out.extend(f.result())
+    for part, f in zip(parts, futures, strict=True):  # in submission order: independent of worker speed
+        try:
+            out.extend(f.result())
+        except Exception:  # a lost worker (screening itself never raises): the chunk once more
+            try:
+                out.extend(submit(screen_task, part, branch, cpv, mos).result())
+            except Exception as exc:
+                out.extend(_unscreened(part, exc, "cpv" if cpv or mos else "validity"))
     return out
+
+
+def _unscreened(texts: list[str], exc: Exception, stage: str) -> list[dict[str, Any]]:
+    """Results for a chunk whose screening failed twice: rejected at the stage it was meant to pass, with
+    the reason, so the search goes on and the funnel's counts still add up."""
+    reason = f"screening failed twice ({type(exc).__name__}: {exc})"
+    return [{"stage": stage, "passed": False, "reason": reason, "key": None} for _ in texts]
 
 
 def screen_generation(

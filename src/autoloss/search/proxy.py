@@ -3,6 +3,10 @@
 Every finished training is appended to `evaluations.jsonl` the moment it completes, keyed by
 (cls loss, reg loss, seed). A resumed search replays its deterministic decisions and takes finished
 trainings from this cache, so only the trainings that were in flight when it was killed run again.
+
+Faults are contained here, the same way on every backend: a training whose worker died, that raised,
+that ran out of GPU memory or that passed `trial_timeout_s` (its worker is killed) is retried once, then
+recorded as failed with the reason — worst fitness, and the search goes on.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
+from autoloss.executors.base import TrialTimeout, stop_task
 from autoloss.runs.rundir import RunDir
 from autoloss.search.config import SearchConfig
 from autoloss.search.tasks import proxy_task
@@ -55,8 +60,11 @@ class ProxyRunner:
         submit: Callable[..., Future],
         slots: int,
         on_done: Callable[[dict[str, Any]], None] | None = None,
+        task: Callable[..., dict[str, Any]] = proxy_task,
     ):
         self.experiment = experiment_dict(cfg)
+        self.task = task  # a seam for tests: a stand-in training with the same signature
+        self.timeout = cfg.backend.trial_timeout_s
         self.run = run
         self.submit = submit
         self.slots = max(1, slots)
@@ -65,7 +73,8 @@ class ProxyRunner:
         self.count = 0  # trainings the search has asked for (cached or not): the budget's unit
 
     def evaluate(self, jobs: list[tuple[str, str, int]]) -> list[dict[str, Any]]:
-        """Results for (cls, reg, seed) jobs, in job order; at most `slots` trainings run at once."""
+        """Results for (cls, reg, seed) jobs, in job order. At most `slots` trainings run at once, and a
+        new one starts as each finishes, so no worker waits for the slowest of a batch."""
         results: dict[int, dict[str, Any]] = {}
         todo: list[int] = []
         for i, (c, r, s) in enumerate(jobs):
@@ -75,23 +84,38 @@ class ProxyRunner:
                 results[i] = cached
             else:
                 todo.append(i)
-        running: dict[Future, tuple[int, int]] = {}  # future -> (job index, attempt)
+        running: dict[Future, tuple[int, int, float]] = {}  # future -> (job index, attempt, deadline)
         queue = [(i, 1) for i in todo]
         while queue or running:
             while queue and len(running) < self.slots:
                 i, attempt = queue.pop(0)
                 c, r, s = jobs[i]
-                running[self.submit(proxy_task, {**self.experiment, "seed": s}, c, r)] = (i, attempt)
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for f in done:
-                i, attempt = running.pop(f)
-                try:
+                deadline = time.monotonic() + self.timeout if self.timeout is not None else float("inf")
+                running[self.submit(self.task, {**self.experiment, "seed": s}, c, r)] = (i, attempt, deadline)
+            first_deadline = min(d for _, _, d in running.values())
+            wait_s = None if first_deadline == float("inf") else max(0.0, first_deadline - time.monotonic())
+            done, _ = wait(list(running), timeout=wait_s, return_when=FIRST_COMPLETED)
+            now = time.monotonic()
+            for f in list(running):
+                i, attempt, deadline = running[f]
+                if f in done:
+                    error = f.exception()
+                elif deadline <= now:
+                    # Killing the worker frees its core (or GPU) for the retry; the late result is ignored.
+                    error = TrialTimeout(f"ran past the per-trial timeout of {self.timeout:g} s")
+                    stop_task(f, error)
+                else:
+                    continue
+                del running[f]
+                if error is not None and not isinstance(error, Exception):
+                    raise error  # KeyboardInterrupt or SystemExit from a serial task: the user's, not a fault
+                if error is None:
                     result = f.result()
-                except Exception as exc:  # worker died or the task raised: retry once, then record it
-                    if attempt == 1:
-                        queue.append((i, 2))
-                        continue
-                    result = _failure(f"{type(exc).__name__}: {exc} (after a retry)")
+                elif attempt == 1:  # the worker died, the task raised, ran out of memory or time
+                    queue.append((i, 2))
+                    continue
+                else:
+                    result = _failure(f"{type(error).__name__}: {error} (after a retry)")
                 self._finish(jobs[i], result)
                 results[i] = result
         return [results[i] for i in range(len(jobs))]

@@ -1,7 +1,9 @@
 """The work sent to executors: module-level functions of plain data, safe to pickle to any worker.
 
 A task never raises for a bad candidate: a crash becomes a result with status "failed" and its reason,
-so one broken loss cannot end the search.
+so one broken loss cannot end the search. The exception is running out of GPU memory, which says more
+about the worker (a busy or fragmented GPU) than about the loss: it raises `OutOfMemory` so the search
+retries the training once, as it would after a lost worker.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import time
 import traceback
 from typing import Any
+
+from autoloss.executors.base import OutOfMemory, trial
 
 # Loaded datasets per worker process, keyed by their settings: a worker that trains many proxies
 # generates or reads its data once.
@@ -38,16 +42,29 @@ def _data_for(cfg: Any) -> Any:
     return _DATA_CACHE[key]
 
 
+def _out_of_memory(reason: str) -> OutOfMemory:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # hand the cached blocks back before this worker takes the next trial
+    return OutOfMemory(f"CUDA out of memory in the proxy training: {reason}")
+
+
+@trial
 def proxy_task(experiment: dict[str, Any], cls_loss: str, reg_loss: str) -> dict[str, Any]:
-    """Train and evaluate one detector; returns `RunResult.to_dict()` (status ok/diverged/failed)."""
+    """Train and evaluate one detector; returns `RunResult.to_dict()` (status ok/diverged/failed).
+
+    Raises `OutOfMemory` when the GPU ran out of memory."""
     start = time.perf_counter()
     try:
         from autoloss.detection import ExperimentConfig, run_experiment
 
         cfg = ExperimentConfig.from_dict(experiment)
         result, _ = run_experiment(cfg, cls_loss=cls_loss, reg_loss=reg_loss, data=_data_for(cfg))
-        return result.to_dict()
+        out = result.to_dict()
     except Exception as exc:
+        if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
+            raise _out_of_memory(str(exc)) from exc
         return {
             "status": "failed",
             "reason": f"{type(exc).__name__}: {exc}",
@@ -57,3 +74,7 @@ def proxy_task(experiment: dict[str, Any], cls_loss: str, reg_loss: str) -> dict
             "final_loss": None,
             "traceback": traceback.format_exc(limit=5),
         }
+    # The training loop turns every exception into a "failed" result, out of memory included.
+    if out.get("status") == "failed" and "OutOfMemoryError:" in str(out.get("reason", "")):
+        raise _out_of_memory(out["reason"])
+    return out
