@@ -127,9 +127,8 @@ def main() -> None:
         beat = ", ".join("never" if f is None else str(f) for f in firsts)
         sd = statistics.stdev(best) if len(best) > 1 else 0.0
         default = statistics.fmean(r["default_ap"] for r in runs)
-        print(
-            f"| {arm} | {statistics.fmean(best):.4f} ± {sd:.4f} | {default:.4f} | {statistics.fmean(wasted):.0%} | {beat} |"
-        )
+        waste = statistics.fmean(wasted)
+        print(f"| {arm} | {statistics.fmean(best):.4f} ± {sd:.4f} | {default:.4f} | {waste:.0%} | {beat} |")
 
 
 def plot(results: dict[str, list[dict]], path: Path) -> None:
