@@ -1,5 +1,6 @@
 # Two entry points: `make search` (the main job) and `make test` (lint + test suite).
-# Both create .venv with plain pip (torch/torchvision wheels come from local disk) if it is missing.
+# Both create .venv with plain pip (torch/torchvision wheels come from local disk) if it is missing;
+# the ray extra is installed too (about 20 s), so the Ray backend is tested like the others.
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
@@ -7,10 +8,10 @@ STAMP := .venv/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
 	touch $(STAMP)
 
 search: $(STAMP)

@@ -1,4 +1,4 @@
-"""The executor protocol and the serial backend."""
+"""The executor protocol, the failures every backend reports the same way, and the serial backend."""
 
 from __future__ import annotations
 
@@ -6,9 +6,56 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol
 
+from autoloss.errors import AutolossError
+
 
 class WorkerLost(RuntimeError):
     """The process running a task died (killed, out of memory); the task may be retried elsewhere."""
+
+
+class OutOfMemory(WorkerLost):
+    """A task ran out of accelerator memory. Like a lost worker: the memory may be free on another worker
+    (or on this one once its cache is released), so the task is worth one retry."""
+
+
+class TrialTimeout(RuntimeError):
+    """A task ran past its time limit and was stopped; its worker was killed so it frees its core or GPU."""
+
+
+class BackendUnavailable(AutolossError):
+    """The chosen backend cannot run here (a missing optional package, no cluster at the address)."""
+
+
+class TaskFuture(Future):
+    """A `Future` whose running task can be stopped: the backend kills what runs it and the future fails
+    with the reason given. Stopping a finished task does nothing."""
+
+    def __init__(self, stopper: Callable[[BaseException], None] | None = None):
+        super().__init__()
+        self._stopper = stopper
+
+    def stop(self, reason: BaseException) -> None:
+        if not self.done() and self._stopper is not None:
+            self._stopper(reason)
+
+
+def stop_task(future: Future, reason: BaseException) -> bool:
+    """Stop the task behind `future` if its backend can (False where it cannot, e.g. a plain Future)."""
+    if isinstance(future, TaskFuture):
+        future.stop(reason)
+        return True
+    return False
+
+
+def trial(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a task function as a trial: backends give it the per-trial resources (a GPU, several CPUs)
+    instead of the one CPU that a screening chunk gets."""
+    fn.autoloss_trial = True  # type: ignore[attr-defined]
+    return fn
+
+
+def is_trial(fn: Callable[..., Any]) -> bool:
+    return bool(getattr(fn, "autoloss_trial", False))
 
 
 class Executor(Protocol):
@@ -20,7 +67,9 @@ class Executor(Protocol):
 
 
 class SerialExecutor:
-    """Runs each task at submit time in this process: the reference for determinism tests and debugging."""
+    """Runs each task at submit time in this process: the reference for determinism tests and debugging.
+
+    Its tasks have finished before anyone could stop them, so per-trial timeouts do not apply here."""
 
     slots = 1
 

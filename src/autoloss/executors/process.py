@@ -1,25 +1,29 @@
-"""A local process pool: one single-threaded worker per core.
+"""A local process pool: one single-threaded worker process per slot, each fed by its own thread.
 
 Two single-threaded proxy trainings side by side give 1.25-1.55x the throughput of one two-threaded
 training on 2 cores (DESIGN.md), so workers pin torch to one thread. Workers are spawned, not forked:
 forking a process that has already started torch's thread pools can deadlock.
 
-A worker that dies (killed, out of memory) breaks a `ProcessPoolExecutor` for every task in it; this
-wrapper turns that into `WorkerLost` on the affected futures and starts a fresh pool for what comes next,
-so the caller can retry the lost tasks.
+Why not `concurrent.futures.ProcessPoolExecutor`: it cannot say which process runs which task, and one
+dead worker breaks the pool for every task in flight. Here each slot owns its worker, so stopping a task
+(a per-trial timeout) kills exactly the process running it, a dead worker costs only its own task
+(`WorkerLost`), and the slot starts a fresh process for the next one.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait as wait_ready
 from typing import Any
 
-from autoloss.executors.base import WorkerLost
+from autoloss.executors.base import TaskFuture, WorkerLost
+
+_PIPE_ERRORS = (EOFError, OSError)  # the other end is gone: BrokenPipe, ConnectionReset, closed handle
 
 
 def _init_worker() -> None:
@@ -28,8 +32,69 @@ def _init_worker() -> None:
         import torch
 
         torch.set_num_threads(1)
-    except ImportError:  # screening-only workers may run without torch loaded yet
+    except ImportError:  # screening-only workers may run without torch
         pass
+
+
+def _serve_tasks(conn: Any) -> None:
+    """A worker process: run (fn, args) messages until told to stop or the parent goes away."""
+    _init_worker()
+    while True:
+        try:
+            message = conn.recv()
+        except _PIPE_ERRORS:  # the parent died: nobody wants the results any more
+            return
+        if message is None:
+            return
+        fn, args = message
+        try:
+            reply = (True, fn(*args))
+        except BaseException as exc:  # the parent decides what a failure means; this process serves on
+            reply = (False, exc)
+        try:
+            conn.send(reply)
+        except _PIPE_ERRORS:
+            return
+        except Exception as exc:  # the result or exception does not pickle: say so instead of hanging
+            what = "result" if reply[0] else f"exception ({reply[1]!r})"
+            conn.send((False, RuntimeError(f"the task's {what} cannot be sent back: {exc}")))
+
+
+class _Worker:
+    def __init__(self, ctx: Any):
+        self.conn, child = ctx.Pipe()
+        # Daemonic, so an interpreter that exits without shutdown() ends its workers instead of waiting
+        # for them (they block on the pipe it still holds open).
+        self.process = ctx.Process(target=_serve_tasks, args=(child,), name="autoloss-worker", daemon=True)
+        self.process.start()
+        child.close()  # only the worker holds its end, so its death shows up here as EOF
+
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+
+    def close(self, grace: float = 2.0) -> None:
+        if self.process.is_alive():
+            try:
+                self.conn.send(None)
+            except _PIPE_ERRORS:
+                pass
+            self.process.join(grace)
+        self.kill()
+        self.process.join()
+        self.conn.close()
+
+
+@dataclass
+class _Task:
+    fn: Callable[..., Any]
+    args: tuple
+    future: TaskFuture = field(default_factory=TaskFuture)
+    worker: _Worker | None = None
+    stop_reason: BaseException | None = None
 
 
 class ProcessExecutor:
@@ -37,47 +102,128 @@ class ProcessExecutor:
         if workers < 1:
             raise ValueError(f"workers must be positive, got {workers}")
         self.slots = workers
+        self._ctx = multiprocessing.get_context("spawn")
+        self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._pool = self._new_pool()
+        self._workers: list[_Worker | None] = [None] * workers
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._serve, args=(slot,), name=f"autoloss-slot-{slot}", daemon=True)
+            for slot in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=self.slots, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
-        )
+    def submit(self, fn: Callable[..., Any], *args: Any) -> TaskFuture:
+        if self._closed:
+            raise RuntimeError("this executor has been shut down")
+        task = _Task(fn, args)
+        task.future = TaskFuture(lambda reason: self._stop(task, reason))
+        self._queue.put(task)
+        return task.future
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        outer: Future = Future()
+    def _stop(self, task: _Task, reason: BaseException) -> None:
         with self._lock:
+            task.stop_reason = reason
+            worker = task.worker
+        if worker is not None:
+            worker.kill()  # the slot's thread sees the death and fails the future with `reason`
+
+    def _serve(self, slot: int) -> None:
+        while True:
+            task = self._queue.get()
+            if task is None:
+                return
+            with self._lock:
+                if task.stop_reason is not None:  # stopped while it waited in the queue
+                    task.future.set_exception(task.stop_reason)
+                    continue
+                if not task.future.set_running_or_notify_cancel():
+                    continue
+                worker = self._workers[slot]
+                if worker is None or not worker.alive():
+                    if worker is not None:
+                        worker.close()
+                    try:
+                        worker = self._workers[slot] = _Worker(self._ctx)
+                    except Exception as exc:  # cannot start a process: fail this task, keep the slot
+                        self._workers[slot] = None
+                        task.future.set_exception(WorkerLost(f"could not start a worker process: {exc}"))
+                        continue
+                task.worker = worker
+            self._run(slot, worker, task)
+
+    def _run(self, slot: int, worker: _Worker, task: _Task) -> None:
+        future = task.future
+        try:
+            worker.conn.send((task.fn, task.args))
+        except _PIPE_ERRORS:
+            return self._lost(slot, worker, task)
+        except Exception as exc:  # the task does not pickle: it never started and the worker is fine
+            future.set_exception(exc)
+            return None
+        ready = wait_ready([worker.conn, worker.process.sentinel])
+        if worker.conn in ready:  # a reply can be waiting even if the worker died just after sending it
             try:
-                inner = self._pool.submit(fn, *args)
-            except BrokenProcessPool:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = self._new_pool()
-                inner = self._pool.submit(fn, *args)
-        pool = self._pool
-
-        def relay(done: Future) -> None:
-            exc = done.exception()
-            if isinstance(exc, BrokenProcessPool):
-                self._replace(pool)
-                outer.set_exception(WorkerLost(f"a worker process died while running this task ({exc})"))
-            elif exc is not None:
-                outer.set_exception(exc)
+                ok, value = worker.conn.recv()
+            except _PIPE_ERRORS:
+                return self._lost(slot, worker, task)
+            except Exception as exc:  # the reply does not unpickle here
+                future.set_exception(exc)
+                return None
+            if ok:
+                future.set_result(value)
             else:
-                outer.set_result(done.result())
+                if isinstance(value, WorkerLost):
+                    # e.g. CUDA out of memory: a fresh process releases what this one holds, so the retry
+                    # gets a clean start
+                    self._retire(slot, worker)
+                future.set_exception(value)
+            return None
+        return self._lost(slot, worker, task)
 
-        inner.add_done_callback(relay)
-        return outer
+    def _lost(self, slot: int, worker: _Worker, task: _Task) -> None:
+        worker.process.join(1.0)
+        code = worker.process.exitcode
+        self._retire(slot, worker)
+        if task.stop_reason is not None:
+            task.future.set_exception(task.stop_reason)
+        else:
+            pid = worker.process.pid
+            lost = WorkerLost(f"worker process {pid} died while running this task (exit code {code})")
+            task.future.set_exception(lost)
 
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
+    def _retire(self, slot: int, worker: _Worker) -> None:
         with self._lock:
-            if self._pool is broken:
-                broken.shutdown(wait=False, cancel_futures=True)
-                self._pool = self._new_pool()
+            if self._workers[slot] is worker:
+                self._workers[slot] = None
+        worker.kill()
+        worker.close()
 
     def worker_pids(self) -> list[int]:
         """PIDs of the live workers (for tests that kill one)."""
-        return [p.pid for p in getattr(self._pool, "_processes", {}).values() if p.is_alive()]
+        with self._lock:
+            return [w.process.pid for w in self._workers if w is not None and w.alive()]
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers. Queued tasks are cancelled; a task still running is killed (`WorkerLost`)."""
+        if self._closed:
+            return
+        self._closed = True
+        while True:
+            try:
+                task = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if task is not None:
+                task.future.cancel()
+        for _ in self._threads:
+            self._queue.put(None)
+        with self._lock:
+            workers = [w for w in self._workers if w is not None]
+        for worker in workers:
+            worker.kill()  # idle workers hold nothing worth a goodbye; a busy one is not waited for
+        for thread in self._threads:
+            thread.join()
+        for worker in {*workers, *(w for w in self._workers if w is not None)}:
+            worker.close()
