@@ -113,3 +113,32 @@ def test_result_types_are_json_ready():
     with pytest.raises(AttributeError):
         v.passed = False  # frozen
     assert ScreenResult().stage == "validity"
+
+
+def _mirror(expr):
+    """The same function with the arguments of every commutative operator swapped."""
+    from autoloss.expr.tree import Expr
+    from autoloss.ops import OPS
+
+    args = tuple(_mirror(a) for a in expr.args)
+    if expr.is_op and OPS[expr.head].commutative:
+        args = args[::-1]
+    return Expr(expr.head, args)
+
+
+@pytest.mark.parametrize("branch", ["cls-softmax", "cls-sigmoid", "reg"])
+def test_key_is_invariant_under_commutative_swaps_of_random_trees(branch):
+    import random
+
+    from autoloss.spaces.branches import BRANCHES
+    from autoloss.spaces.generate import TreeLimits, ramped_half_and_half
+
+    trees = ramped_half_and_half(BRANCHES[branch], random.Random(3), 300, TreeLimits(max_depth=5))
+    checked = 0
+    for tree in trees:
+        mirrored = _mirror(tree)
+        if mirrored == tree or not tree.inputs:
+            continue
+        checked += 1
+        assert functional_key(Loss(tree, branch)) == functional_key(Loss(mirrored, branch)), tree.text
+    assert checked > 50
