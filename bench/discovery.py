@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from autoloss.search.api import run_search
-from autoloss.search.config import budget_config
+from autoloss.search.config import ProxySettings, budget_config
 from autoloss.transfer.plan import plan_transfer
 from autoloss.transfer.run import run_transfer
 from autoloss.transfer.table import aggregate, bar_plot, markdown, to_csv
@@ -45,7 +45,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--schedule", type=float, default=5.0)
     parser.add_argument(
-        "--iterations", type=int, default=350, help="the proxy length the schedule multiplies"
+        "--iterations",
+        type=int,
+        default=ProxySettings().iterations,
+        help="the proxy length the schedule multiplies",
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-named", action="store_true", help="skip the named-loss baselines")

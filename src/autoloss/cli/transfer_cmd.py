@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from autoloss.cli.common import fail_on_user_error
+from autoloss.search.config import ProxySettings
 
 
 def _split(value: str) -> list[str]:
@@ -33,7 +34,11 @@ def _split(value: str) -> list[str]:
 )
 @click.option("--seeds", type=int, default=3, show_default=True, help="Seeds per cell.")
 @click.option(
-    "--iterations", type=int, default=350, show_default=True, help="Proxy length before --schedule."
+    "--iterations",
+    type=int,
+    default=ProxySettings().iterations,
+    show_default=True,
+    help="Proxy length before --schedule.",
 )
 @click.option("--epochs", type=int, default=None, help="Proxy length in epochs instead (before --schedule).")
 @click.option(

@@ -53,7 +53,7 @@ class ProxySettings:
     data: str = "shapes"
     images: str | None = None
     preset: str = "fcos-shapes"
-    iterations: int | None = 350
+    iterations: int | None = 300
     epochs: int | None = None
     device: str = "cpu"
     image_size: int | None = None
@@ -124,7 +124,7 @@ class SearchConfig:
 
 # Named budgets: what `--budget` selects before individual flags override it.
 BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
-    # About 15 minutes on 2 CPU cores: 3 generations per branch, 4 proxy trainings each, 350-iteration proxy.
+    # About 15 minutes on 2 CPU cores: 3 generations per branch, 4 proxy trainings each, 300-iteration proxy.
     "default": {},
     # About a minute: a first try and the end-to-end tests.
     "smoke": {

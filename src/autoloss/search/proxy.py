@@ -42,6 +42,8 @@ def experiment_dict(cfg: SearchConfig) -> dict[str, Any]:
         "data": p.data,
         "images": p.images,
     }
+    if p.data != "shapes":
+        overrides["image_size"] = None  # the dataset's own default: real photos need more than shapes' 128 px
     for name in ("image_size", "train_size", "val_size"):
         if getattr(p, name) is not None:
             overrides[name] = getattr(p, name)

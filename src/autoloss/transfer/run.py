@@ -11,9 +11,11 @@ from typing import Any
 
 from autoloss.executors import make_executor
 from autoloss.runs.rundir import RunDir
-from autoloss.search.config import SearchConfig
+from autoloss.search.config import ProxySettings, SearchConfig
 from autoloss.search.proxy import ProxyRunner
 from autoloss.transfer.plan import TransferPlan
+
+PROXY_ITERATIONS = ProxySettings().iterations or 300
 
 
 def cell_name(detector: str, data: str) -> str:
@@ -21,27 +23,27 @@ def cell_name(detector: str, data: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{detector}-{stem}")
 
 
-def experiment_for(
+def cell_config(
     detector: str, data: str, iterations: int | None, epochs: int | None, device: str, backbone: str = "tiny"
-) -> dict[str, Any]:
-    from autoloss.detection import preset
-
-    train: dict[str, Any] = {"device": device}
-    if epochs is not None:
-        train["epochs"] = epochs
-    else:
-        train["iterations"] = iterations
-    overrides: dict[str, Any] = {"detector": detector, "backbone": backbone, "data": data}
-    if data != "shapes":
-        overrides["image_size"] = None  # the dataset's own default (real photos need more than 128 px)
-    return preset("fcos-shapes", train=train, **overrides).to_dict()
+) -> SearchConfig:
+    """A cell is the search's proxy task with another detector, dataset and length."""
+    return SearchConfig().replace(
+        proxy={
+            "detector": detector,
+            "backbone": backbone,
+            "data": data,
+            "iterations": iterations,
+            "epochs": epochs,
+            "device": device,
+        }
+    )
 
 
 def run_transfer(
     plan: TransferPlan,
     out: str | Path,
     *,
-    iterations: int | None = 350,
+    iterations: int | None = PROXY_ITERATIONS,
     epochs: int | None = None,
     schedule: float = 5.0,
     device: str = "cpu",
@@ -53,19 +55,18 @@ def run_transfer(
     """Train everything in `plan`; returns one record per (detector, dataset, row, seed)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    length_iters = None if epochs is not None else max(1, round((iterations or 350) * schedule))
+    length_iters = None if epochs is not None else max(1, round((iterations or PROXY_ITERATIONS) * schedule))
     length_epochs = None if epochs is None else max(1, round(epochs * schedule))
     executor = make_executor(backend, workers)
     records: list[dict[str, Any]] = []
     try:
         for detector, data in plan.cells():
-            cell_dir = out / "cells" / cell_name(detector, data)
+            # The length is part of the name: the cache must never answer for another schedule.
+            length = f"{length_iters}it" if length_iters is not None else f"{length_epochs}ep"
+            cell_dir = out / "cells" / f"{cell_name(detector, data)}-{backbone}-{length}"
             cell_dir.mkdir(parents=True, exist_ok=True)
-            runner = ProxyRunner(
-                SearchConfig(), RunDir(cell_dir), executor.submit, executor.slots, on_done=progress
-            )
-            # The runner trains one experiment; a transfer cell is its own experiment.
-            runner.experiment = experiment_for(detector, data, length_iters, length_epochs, device, backbone)
+            cfg = cell_config(detector, data, length_iters, length_epochs, device, backbone)
+            runner = ProxyRunner(cfg, RunDir(cell_dir), executor.submit, executor.slots, on_done=progress)
             rows = plan.rows[detector]
             jobs = [(r.cls, r.reg, s) for r in rows for s in plan.seeds]
             results = runner.evaluate(jobs)
