@@ -80,7 +80,7 @@ class LiveDisplay:
             ap = res.get("metrics", {}).get("AP")
             ap_s = f"mAP {ap:.4f}" if ap is not None and res.get("status") == "ok" else res.get("status")
             self._print(
-                f"    proxy seed {event['seed']}: {ap_s}  cls={event['cls'][:60]} reg={event['reg'][:60]}"
+                f"    proxy seed {event['seed']}: {ap_s}  cls={label(event['cls'])}  reg={label(event['reg'])}"
             )
             if self.progress is not None:
                 self.progress.update(self.task, completed=min(self.done, self.expected))
