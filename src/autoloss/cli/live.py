@@ -79,9 +79,8 @@ class LiveDisplay:
             res = event["result"]
             ap = res.get("metrics", {}).get("AP")
             ap_s = f"mAP {ap:.4f}" if ap is not None and res.get("status") == "ok" else res.get("status")
-            self._print(
-                f"    proxy seed {event['seed']}: {ap_s}  cls={label(event['cls'])}  reg={label(event['reg'])}"
-            )
+            losses = f"cls={label(event['cls'])}  reg={label(event['reg'])}"
+            self._print(f"    proxy seed {event['seed']}: {ap_s}  {losses}")
             if self.progress is not None:
                 self.progress.update(self.task, completed=min(self.done, self.expected))
         elif kind == "generation":
