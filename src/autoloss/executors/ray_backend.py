@@ -80,7 +80,7 @@ class RayExecutor:
 
     def _init(self, address: str | None, workers: int, cpus_per_trial: float) -> None:
         ray = self._ray
-        quiet = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+        quiet = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
         if address is None:
             cpus = max(os.cpu_count() or 1, math.ceil(workers * cpus_per_trial))
             ray.init(_node_ip_address="127.0.0.1", num_cpus=cpus, **quiet)

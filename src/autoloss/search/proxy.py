@@ -96,11 +96,11 @@ class ProxyRunner:
                 running[self.submit(self.task, {**self.experiment, "seed": s}, c, r)] = (i, attempt, deadline)
             first_deadline = min(d for _, _, d in running.values())
             wait_s = None if first_deadline == float("inf") else max(0.0, first_deadline - time.monotonic())
-            done, _ = wait(list(running), timeout=wait_s, return_when=FIRST_COMPLETED)
+            wait(list(running), timeout=wait_s, return_when=FIRST_COMPLETED)
             now = time.monotonic()
             for f in list(running):
                 i, attempt, deadline = running[f]
-                if f in done:
+                if f.done():  # a result that arrived by its deadline counts, even if seen a little late
                     error = f.exception()
                 elif deadline <= now:
                     # Killing the worker frees its core (or GPU) for the retry; the late result is ignored.
