@@ -109,6 +109,20 @@ def _positive(ctx, param, value):
 )
 @click.option("--gpus-per-trial", type=float, default=None, help="GPUs per proxy training (Ray).")
 @click.option("--cpus-per-trial", type=float, default=None, help="CPUs per proxy training (Ray).")
+@click.option(
+    "--trial-timeout",
+    type=float,
+    default=None,
+    callback=_positive,
+    help="Stop a proxy training after this many seconds (retried once, then recorded as failed).",
+)
+@click.option(
+    "--trial-timeout",
+    type=float,
+    default=None,
+    callback=_positive,
+    help="Stop a proxy training after this many seconds (retried once, then recorded as failed).",
+)
 @click.option("--seed", type=int, default=None, help="Search seed: the same seed gives the same search [0].")
 @click.option("--device", default=None, help="cpu or cuda [cpu].")
 @click.option(
@@ -151,6 +165,8 @@ def search(**opts: Any) -> None:
         for k in ("backend", "workers", "ray_address", "gpus_per_trial", "cpus_per_trial")
         if opts[k] is not None
     }
+    if opts["trial_timeout"] is not None:
+        backend["trial_timeout_s"] = opts["trial_timeout"]
     filters = {"cpv": not opts["no_cpv"], "mos": not opts["no_mos"]}
     cfg = cfg.replace(evolution=evolution, proxy=proxy, backend=backend, filters=filters)
     _run(

@@ -117,7 +117,11 @@ class Search:
 
     def _run_unit(self, unit: str, proxies: ProxyRunner, submit) -> None:
         if unit == "baseline":
-            proxies.evaluate([("default", "default", self.cfg.evolution.seed)])
+            # The default on the search seed, and on as many of the final seeds as there are free workers:
+            # a lone training would leave the other workers idle, and the final comparison needs them anyway.
+            ev = self.cfg.evolution
+            seeds = range(ev.seed, ev.seed + max(1, min(ev.final_seeds, proxies.slots)))
+            proxies.evaluate([("default", "default", s) for s in seeds])
         elif unit == "combine":
             self._combine(proxies)
         elif unit == "final":
