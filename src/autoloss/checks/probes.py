@@ -19,9 +19,10 @@ from torch import Tensor
 
 from autoloss.checks.config import ProbeConfig
 from autoloss.loss import Loss
+from autoloss.spaces.boxes import BOX_EPS
+from autoloss.spaces.boxes import box_terms as shared_box_terms
 
 DTYPE = torch.float32
-BOX_EPS = 1e-7  # the detectors add this to U and E (torchvision's GIoU eps); the probes must match
 SOFTMAX_CLASSES = 4  # background (index 0) + 3 foreground classes
 SIGMOID_CLASSES = 3
 
@@ -40,16 +41,7 @@ class Probe:
 
 def box_terms(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """I, U + eps, E + eps of paired xyxy boxes [N, 4], as the detection seam computes them."""
-    x1, y1, x2, y2 = pred.unbind(-1)
-    tx1, ty1, tx2, ty2 = target.unbind(-1)
-    inter = (torch.minimum(x2, tx2) - torch.maximum(x1, tx1)).clamp(min=0) * (
-        torch.minimum(y2, ty2) - torch.maximum(y1, ty1)
-    ).clamp(min=0)
-    union = (x2 - x1) * (y2 - y1) + (tx2 - tx1) * (ty2 - ty1) - inter
-    enclose = (torch.maximum(x2, tx2) - torch.minimum(x1, tx1)) * (
-        torch.maximum(y2, ty2) - torch.minimum(y1, ty1)
-    )
-    return inter, union + BOX_EPS, enclose + BOX_EPS
+    return shared_box_terms(pred, target, BOX_EPS)
 
 
 def forward_backward(loss: Loss, probe: Probe) -> tuple[Tensor, Tensor]:

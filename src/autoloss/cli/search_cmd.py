@@ -221,6 +221,8 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from autoloss.spaces.named import label as short
+
     console = Console()
     if not summary:
         console.print(f"No final table (the search stopped before it). Run directory: {path}")
@@ -233,8 +235,8 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
         gain = row.get("vs_default")
         table.add_row(
             label,
-            row["cls"],
-            row["reg"],
+            short(row["cls"]),
+            short(row["reg"]),
             f"{row['mean']:.4f} ± {row['std']:.4f}",
             f"{gain['mean']:+.4f}" if gain else "",
             ("yes" if gain["beyond_noise"] else "no") if gain else "",

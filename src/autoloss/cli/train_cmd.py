@@ -69,8 +69,9 @@ def _data_options(fn: Any) -> Any:
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Write config, metrics, weights.")
 def train(**opts: Any) -> None:
     """Train a detector with the given losses and report COCO mAP on the validation split."""
-    from autoloss.detection import DatasetError, LossSpecError, load_dataset, resolve_loss, run_experiment
+    from autoloss.detection import DatasetError, LossSpecError, resolve_loss, run_experiment
     from autoloss.detection.detectors import CLS_BRANCH
+    from autoloss.detection.runner import load_experiment_data
 
     cfg = _train_config(opts)
     try:
@@ -82,14 +83,7 @@ def train(**opts: Any) -> None:
     except (LossSpecError, ValueError) as err:
         raise UserError(f"--reg-loss: {err}") from None
     try:
-        data = load_dataset(
-            cfg.data,
-            cfg.images,
-            cfg.image_size,
-            cfg.data_seed,
-            train_size=cfg.train_size,
-            val_size=cfg.val_size,
-        )
+        data = load_experiment_data(cfg)
     except (DatasetError, ValueError, OSError) as err:
         raise _user_error(err) from None
     with _progress(enabled=not opts["as_json"]) as progress:

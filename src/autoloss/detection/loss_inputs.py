@@ -15,27 +15,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from autoloss.spaces.boxes import BOX_EPS, box_terms
+
 # torchvision's generalized_box_iou_loss eps; U and E carry it so the named GIoU equals the stock loss.
-BOX_EPS = 1e-7
 # Focal loss's alpha, applied outside the cls-sigmoid expression (the reference does the same).
 FOCAL_ALPHA = 0.25
 
 
 class LossOutputError(ValueError):
     """A searched loss returned something that cannot be reduced to one value per element/box."""
-
-
-def box_terms(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Intersection, union and smallest-enclosing-box area of paired xyxy boxes [N,4] (no eps)."""
-    x1, y1, x2, y2 = pred.unbind(-1)
-    x1g, y1g, x2g, y2g = target.unbind(-1)
-    # clamp-at-zero equals torchvision's masked intersection in value and gradient
-    inter = (torch.min(x2, x2g) - torch.max(x1, x1g)).clamp(min=0) * (
-        torch.min(y2, y2g) - torch.max(y1, y1g)
-    ).clamp(min=0)
-    union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - inter
-    enclosing = (torch.max(x2, x2g) - torch.min(x1, x1g)) * (torch.max(y2, y2g) - torch.min(y1, y1g))
-    return inter, union, enclosing
 
 
 def reg_inputs(pred: Tensor, target: Tensor) -> dict[str, Tensor]:

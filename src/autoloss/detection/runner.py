@@ -112,6 +112,13 @@ class RunResult:
         return cls(**raw)
 
 
+def load_experiment_data(cfg: ExperimentConfig) -> DataSplit:
+    """The train/val data an experiment trains and evaluates on."""
+    return load_dataset(
+        cfg.data, cfg.images, cfg.image_size, cfg.data_seed, train_size=cfg.train_size, val_size=cfg.val_size
+    )
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     *,
@@ -134,14 +141,7 @@ def run_experiment(
         reg = resolve_loss(reg_spec, "reg")
         record.update(cls_loss=loss_text(cls), reg_loss=loss_text(reg))
         if data is None:
-            data = load_dataset(
-                cfg.data,
-                cfg.images,
-                cfg.image_size,
-                cfg.data_seed,
-                train_size=cfg.train_size,
-                val_size=cfg.val_size,
-            )
+            data = load_experiment_data(cfg)
         image_size = data.train.image_size
         detector = build_detector(
             cfg.detector,

@@ -26,19 +26,12 @@ def screen_task(texts: list[str], branch: str, cpv: bool, mos: bool) -> list[dic
 
 
 def _data_for(cfg: Any) -> Any:
-    from autoloss.detection import load_dataset
+    from autoloss.detection.runner import load_experiment_data
 
     key = (cfg.data, cfg.images, cfg.image_size, cfg.data_seed, cfg.train_size, cfg.val_size)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()  # one dataset at a time: a worker serves one search
-        _DATA_CACHE[key] = load_dataset(
-            cfg.data,
-            cfg.images,
-            cfg.image_size,
-            cfg.data_seed,
-            train_size=cfg.train_size,
-            val_size=cfg.val_size,
-        )
+        _DATA_CACHE[key] = load_experiment_data(cfg)
     return _DATA_CACHE[key]
 
 
