@@ -124,7 +124,8 @@ class SearchConfig:
 
 # Named budgets: what `--budget` selects before individual flags override it.
 BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
-    # About 15 minutes on 2 CPU cores: 3 generations per branch, 4 proxy trainings each, 300-iteration proxy.
+    # About 10 minutes on 2 CPU cores (9 min 15 s measured): 3 generations per branch, 4 proxy trainings each,
+    # 300-iteration proxy.
     "default": {},
     # About a minute: a first try and the end-to-end tests.
     "smoke": {
