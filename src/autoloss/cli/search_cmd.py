@@ -116,13 +116,6 @@ def _positive(ctx, param, value):
     callback=_positive,
     help="Stop a proxy training after this many seconds (retried once, then recorded as failed).",
 )
-@click.option(
-    "--trial-timeout",
-    type=float,
-    default=None,
-    callback=_positive,
-    help="Stop a proxy training after this many seconds (retried once, then recorded as failed).",
-)
 @click.option("--seed", type=int, default=None, help="Search seed: the same seed gives the same search [0].")
 @click.option("--device", default=None, help="cpu or cuda [cpu].")
 @click.option(
