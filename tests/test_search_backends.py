@@ -7,8 +7,6 @@ import importlib.util
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 
 from autoloss.search.api import resume_search, run_search
 from autoloss.search.config import budget_config
+from search_helpers import kill_search_after
 
 pytestmark = pytest.mark.slow
 
@@ -104,11 +103,7 @@ def test_a_worker_killed_during_the_search_does_not_change_its_result(serial, tm
 def test_a_killed_process_backend_search_resumes_to_the_same_result(serial, tmp_path):
     summary, ref = serial
     out = tmp_path / "killed"
-    cmd = [
-        sys.executable,
-        "-m",
-        "autoloss",
-        "search",
+    args = [
         "--budget",
         "smoke",
         "--generations",
@@ -121,21 +116,9 @@ def test_a_killed_process_backend_search_resumes_to_the_same_result(serial, tmp_
         "process",
         "--workers",
         "2",
-        "--out",
-        str(out),
-        "--quiet",
     ]
-    # Its own session, so one SIGKILL takes the search and its workers at once, as a crash would.
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    finished = kill_search_after(args, out, finished=3, timeout_s=240)
     evaluations = out / "evaluations.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if evaluations.is_file() and len(evaluations.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    finished = len(evaluations.read_text().splitlines())
     assert finished >= 3 and not (out / "summary.json").exists()
     resumed, _ = resume_search(out)
     assert (out / "hall_of_fame.csv").read_text() == (ref / "hall_of_fame.csv").read_text()

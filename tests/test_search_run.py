@@ -4,11 +4,6 @@ diverging proxies, bad input."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +14,7 @@ from click.testing import CliRunner
 from autoloss.cli import cli
 from autoloss.search.api import resume_search, run_search
 from autoloss.search.config import ConfigError, budget_config
+from search_helpers import kill_search_after
 
 pytestmark = pytest.mark.slow
 
@@ -107,31 +103,9 @@ def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(reference
     summary, path = reference
     out = tmp_path / "killed"
     # The same settings as `smoke()`, through the CLI's flags.
-    cmd = [
-        sys.executable,
-        "-m",
-        "autoloss",
-        "search",
-        "--budget",
-        "smoke",
-        "--generations",
-        "2",
-        "--backend",
-        "serial",
-        "--out",
-        str(out),
-        "--quiet",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
+    args = ["--budget", "smoke", "--generations", "2", "--backend", "serial"]
+    finished_before = kill_search_after(args, out, finished=4)
     evaluations = out / "evaluations.jsonl"
-    while time.monotonic() < deadline:
-        if evaluations.is_file() and len(evaluations.read_text().splitlines()) >= 4:
-            break
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    finished_before = len(evaluations.read_text().splitlines())
     assert finished_before >= 4 and not (out / "summary.json").exists()
     resumed, _ = resume_search(out)
     assert (out / "hall_of_fame.csv").read_text() == (path / "hall_of_fame.csv").read_text()

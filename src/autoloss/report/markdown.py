@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
 
 from autoloss.report.plots import STAGES, plot_funnel, plot_map, plot_time
 from autoloss.runs.rundir import RunDir
@@ -112,7 +111,3 @@ def write_report(path: str | Path, top: int = 5) -> Path:
         ]
     out = run.write_text("report.md", "\n".join(lines) + "\n")
     return out
-
-
-def report_summary(path: str | Path) -> dict[str, Any]:
-    return json.loads((Path(path) / "summary.json").read_text())

@@ -6,7 +6,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-STAGES = ("generated", "valid", "unique", "cpv", "mos", "proxy")
+from autoloss.search.funnel import STAGES
 
 
 def _pyplot():

@@ -1,0 +1,28 @@
+"""Shared by the kill-and-resume tests: run `autoloss search` in its own process group and SIGKILL it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def kill_search_after(args: list[str], out: Path, finished: int, timeout_s: float = 300) -> int:
+    """Start `autoloss search <args> --out OUT --quiet`; once `finished` proxy trainings are recorded (or
+    the search ended, or `timeout_s` passed), SIGKILL it with all its workers, as a crash would.
+    Returns how many trainings had finished."""
+    cmd = [sys.executable, "-m", "autoloss", "search", *args, "--out", str(out), "--quiet"]
+    # Its own session, so one SIGKILL takes the search and its workers at once.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    evaluations = out / "evaluations.jsonl"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if evaluations.is_file() and len(evaluations.read_text().splitlines()) >= finished:
+            break
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return len(evaluations.read_text().splitlines()) if evaluations.is_file() else 0
