@@ -214,6 +214,7 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from autoloss.search.outputs import best_named_verdict
     from autoloss.spaces.named import label as short
 
     console = Console()
@@ -223,8 +224,7 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
     table = Table(title=f"Proxy mAP over seeds {', '.join(map(str, summary['seeds']))}")
     for col in ("losses", "cls", "reg", "mAP mean ± std", "gain vs default", "beyond noise"):
         table.add_column(col, overflow="fold")
-    for label in ("default", "published", "found"):
-        row = summary["table"][label]
+    for label, row in summary["table"].items():
         gain = row.get("vs_default")
         table.add_row(
             label,
@@ -235,6 +235,9 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
             ("yes" if gain["beyond_noise"] else "no") if gain else "",
         )
     console.print(table, markup=False, highlight=False)
+    verdict = best_named_verdict(summary)
+    if verdict:
+        console.print(verdict, markup=False)
     if summary.get("stopped"):
         console.print(f"Generations stopped early: {summary['stopped']}", markup=False)
     console.print(f"Run directory: {path}  (hall_of_fame.csv, best/, events.jsonl)", markup=False)

@@ -53,8 +53,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "| losses | cls | reg | mAP mean ± std | gain vs default | beyond seed noise |",
         "|---|---|---|---|---|---|",
     ]
-    for label in ("default", "published", "found"):
-        row = table[label]
+    for label, row in table.items():
         gain = row.get("vs_default")
         gain_s = f"{gain['mean']:+.4f}" if gain else "—"
         beyond = ("yes" if gain["beyond_noise"] else "no") if gain else "—"
@@ -62,9 +61,25 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         lines.append(
             f"| {label} | `{cls_s}` | `{reg_s}` | {_fmt(row['mean'], row['std'])} | {gain_s} | {beyond} |"
         )
+    verdict = best_named_verdict(summary)
+    if verdict:
+        lines += ["", verdict]
     if summary.get("stopped"):
         lines += ["", f"The generations stopped early: {summary['stopped']}."]
     return "\n".join(lines) + "\n"
+
+
+def best_named_verdict(summary: dict[str, Any]) -> str | None:
+    """One sentence: does the found pair beat the best named loss the search trained, beyond the noise?"""
+    table = summary["table"]
+    gain = table.get("found", {}).get("vs_best_named")
+    if gain is None:
+        return None
+    named = table["best named"]
+    which = short(named["cls"]) if named["cls"] != "default" else short(named["reg"])
+    per_seed = ", ".join(f"{d:+.4f}" for d in gain["diffs"])
+    beyond = "beyond the seed noise" if gain["beyond_noise"] else "not beyond the seed noise"
+    return f"Found vs the best named loss ({which}): {gain['mean']:+.4f} mAP (per seed {per_seed}), {beyond}."
 
 
 def write_outputs(search: Any) -> None:
