@@ -22,9 +22,9 @@ class LiveDisplay:
         ev = cfg.evolution
         n_branches = 2 if ev.branch == "both" else 1
         combos = ev.combine_top**2 if n_branches == 2 else 0
-        # Expected proxy trainings: generations x top-K + combinations + the final table (3 rows x seeds,
-        # of which the baseline and the winner on the search seed are already trained).
-        self.expected = n_branches * ev.generations * ev.top_k + combos + 3 * ev.final_seeds - 1
+        # Expected proxy trainings: generations x top-K + combinations + the final table (4 rows x seeds,
+        # of which the baseline, the best named loss and the winner on the search seed are already trained).
+        self.expected = n_branches * ev.generations * ev.top_k + combos + 4 * ev.final_seeds - 2
         self.done = 0
 
     def __enter__(self) -> LiveDisplay:
