@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from autoloss.search.config import ProxySettings, budget_config
 from autoloss.transfer.plan import plan_transfer
 from autoloss.transfer.run import run_transfer
 from autoloss.transfer.table import aggregate, bar_plot, markdown, to_csv
+from machine import describe as describe_machine
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
@@ -80,7 +80,7 @@ def main() -> None:
     (out / "discovery.md").write_text(markdown(rows))
     (out / "discovery.csv").write_text(to_csv(rows))
     bar_plot(rows, out / "discovery.png")
-    print(f"\nmachine: {platform.machine()}, {args.workers} workers; {time.time() - t0:.0f} s in all")
+    print(f"\nmachine: {describe_machine()}, {args.workers} workers; {time.time() - t0:.0f} s in all")
     print(markdown(rows))
     for detector, data in plan.cells():
         cell = [r for r in rows if r["detector"] == detector and r["data"] == data]

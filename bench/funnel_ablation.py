@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 from autoloss.search.api import run_search
 from autoloss.search.config import budget_config
+from machine import describe as describe_machine
 
 ARMS = {
     "cse": ({"cpv": True, "mos": True}, "evolution"),
@@ -115,7 +115,7 @@ def main() -> None:
     plot(results, out / "ablation.png")
 
     print(
-        f"\nmachine: {platform.machine()}, {args.workers} workers; proxy {args.iterations} iterations; "
+        f"\nmachine: {describe_machine()}, {args.workers} workers; proxy {args.iterations} iterations; "
         f"budget {args.budget} candidate trainings; seeds {args.seeds}; {time.time() - t0:.0f} s in all"
     )
     print("| arm | best mAP (mean ± std) | default mAP | wasted trainings | trainings to beat default |")

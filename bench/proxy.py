@@ -10,8 +10,6 @@ batch), because the machines are shared and noisy. Prints Markdown for BENCHMARK
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +21,7 @@ from autoloss.detection import build_detector, evaluate_losses, preset
 from autoloss.detection.shapes import generate_shapes
 from autoloss.detection.train import TrainConfig, to_batch, train_detector
 from autoloss.loss import Loss
+from machine import describe as describe_machine
 
 MICRO = (
     Path(__file__).resolve().parents[2] / "shared" / "datasets" / "microcontrollers" / "annotations.coco.json"
@@ -33,18 +32,6 @@ ROUTED = {
     "retinanet": ("focal", "giou"),
     "faster_rcnn": ("ce", None),  # the stock reg loss is smooth L1 on deltas: no I/U/E expression
 }
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def step_times(name: str, steps: int, batch: int) -> tuple[float, float]:
@@ -122,7 +109,7 @@ def main() -> None:
     out = [
         f"## Proxy task ({time.strftime('%Y-%m-%d')})",
         "",
-        f"Machine: {machine()}; one thread per run.",
+        f"Machine: {describe_machine()}; one thread per run.",
         "",
     ]
     out += [

@@ -14,8 +14,6 @@ imported, data generated) before its clock starts. Prints a Markdown table for B
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import random
 import statistics
 import time
@@ -27,31 +25,9 @@ from autoloss.search.proxy import experiment_dict
 from autoloss.search.tasks import proxy_task, screen_task
 from autoloss.spaces.branches import branch
 from autoloss.spaces.generate import ramped_half_and_half
+from machine import describe as describe_machine
 
 BRANCH = "cls-sigmoid"
-
-
-def machine() -> str:
-    import torch
-
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import ray
-
-        ray_version = f", Ray {ray.__version__}"
-    except ImportError:
-        ray_version = ""
-    return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}{ray_version}, "
-        f"Python {platform.python_version()}"
-    )
 
 
 def load() -> str:
@@ -147,7 +123,8 @@ def main() -> None:
 
     one, two = rates[("process", 1)], rates[("process", 2)]
     print()
-    print(f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d')}. Load average at the end: {load()}.")
+    date = time.strftime("%Y-%m-%d")
+    print(f"Machine: {describe_machine()}. Date: {date}. Load average at the end: {load()}.")
     print(
         f"Proxy: fcos-shapes, {args.iterations} iterations + evaluation on 200 images, "
         f"{args.trainings} trainings per worker per round; {args.rounds} interleaved rounds; rates are "
