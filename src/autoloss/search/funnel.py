@@ -76,6 +76,7 @@ def screen_generation(
     first = _run_chunks(submit, fresh, branch, False, False, chunk)
     out.seconds["validity"] = sum(r.get("seconds") or 0.0 for r in first)
     unique: list[str] = []
+    keys: dict[str, str] = {}  # unique text -> its functional key
     valid = 0
     for text, r in zip(fresh, first, strict=True):
         if r["stage"] == "validity" and not r["passed"]:
@@ -95,15 +96,12 @@ def screen_generation(
             continue
         seen_keys.add(key)
         unique.append(text)
+        keys[text] = key
     out.counts["valid"] = valid
     out.counts["unique"] = len(unique)
 
     if not cpv and not mos:
-        out.survivors = [
-            {"text": t, "key": r["key"], "mos_score": None}
-            for t, r in zip(fresh, first, strict=True)
-            if t in set(unique)
-        ]
+        out.survivors = [{"text": t, "key": keys[t], "mos_score": None} for t in unique]
         out.counts["cpv"] = out.counts["mos"] = len(unique)
         return out
 
