@@ -15,7 +15,7 @@ from autoloss.checks.pipeline import DUPLICATE
 
 
 def key(text, branch):
-    return functional_key(Loss.parse(text, branch))
+    return functional_key(Loss.resolve(text, branch))
 
 
 @pytest.mark.parametrize(
@@ -29,6 +29,13 @@ def key(text, branch):
         ("Sub(1,Div(I,U))", "Add(Neg(Div(I,U)),Div(E,E))", "reg"),
         # Two different float32 formulas of log-sigmoid: equal up to rounding, which the key absorbs.
         ("Neg(Mul(PY,Log(Sig(X))))", "Mul(PY,Softplus(Neg(X)))", "cls-sigmoid"),
+        # A constant offset: other values, the same gradient, the same training.
+        ("Add(Sub(1,Div(I,U)),3)", "Sub(1,Div(I,U))", "reg"),
+        ("Sub(Div(Sub(E,U),E),Div(I,U))", "Add(Sub(1,Div(I,U)),Div(Sub(E,U),E))", "reg"),  # giou - 1
+        ("Add(2,Mul(PY,Softplus(Neg(X))))", "Mul(PY,Softplus(Neg(X)))", "cls-sigmoid"),
+        ("Add(Neg(Dot(Y,Log(Softmax(X)))),3)", "Neg(Dot(Y,Log(Softmax(X))))", "cls-softmax"),
+        # A double negation and commuted arguments of the whole loss.
+        ("Neg(Neg(Add(Mul(NY,Softplus(X)),Mul(PY,Softplus(Neg(X))))))", "bce", "cls-sigmoid"),
     ],
 )
 def test_equivalent_losses_share_a_key(a, b, branch):
@@ -50,7 +57,10 @@ def test_different_losses_get_different_keys(a, b):
 
 
 def test_key_separates_scaled_losses_and_branches():
+    # A positive rescaling changes the effective learning rate: a different training, a different key.
     assert key("Sub(1,Div(I,U))", "reg") != key("Mul(2,Sub(1,Div(I,U)))", "reg")
+    assert key("focal", "cls-sigmoid") != key(f"Mul(3,{Loss.named('focal').text})", "cls-sigmoid")
+    assert key("Sub(1,Div(I,U))", "reg") != key("Add(Sub(1,Div(I,U)),Div(I,E))", "reg")
     assert key("Mul(PY,X)", "cls-sigmoid").startswith("cls-sigmoid:")
 
 

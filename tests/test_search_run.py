@@ -3,6 +3,7 @@ diverging proxies, bad input."""
 
 from __future__ import annotations
 
+import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -55,7 +56,7 @@ def test_smoke_search_writes_a_self_describing_run_directory(reference):
     ):
         assert (path / name).is_file(), name
     cfg = yaml.safe_load((path / "config.yaml").read_text())
-    assert cfg["version"] == 1 and cfg["evolution"]["branch"] == "both"
+    assert cfg["version"] == 2 and cfg["evolution"]["branch"] == "both"
     table = summary["table"]
     assert {"default", "published", "found"} <= set(table) <= {"default", "published", "best named", "found"}
     if "best named" in table:  # the honest baseline: the best named loss the search trained
@@ -63,18 +64,21 @@ def test_smoke_search_writes_a_self_describing_run_directory(reference):
         assert name_of(named["cls"]) or name_of(named["reg"])
         assert "beyond_noise" in table["found"]["vs_best_named"]
         assert "Found vs the best named loss" in (path / "best" / "summary.md").read_text()
-    assert table["published"]["cls"] == "cse-b-cls" and table["published"]["reg"] == "cse-b-reg"
+    published = table["published"]
+    assert (name_of(published["cls"]), name_of(published["reg"])) == ("cse-b-cls", "cse-b-reg")
     assert all(len(row["ap"]) == 2 for row in table.values())  # smoke: 2 seeds
     assert "beyond_noise" in table["found"]["vs_default"]
     checkpoint = json.loads((path / "checkpoint.json").read_text())
-    assert checkpoint["version"] == 1 and checkpoint["completed"][-1] == "final"
+    assert checkpoint["version"] == 2 and checkpoint["completed"][-1] == "final"
+    assert "One-stage classification losses" in (path / "best" / "summary.md").read_text()
+    assert summary["verdict"]
 
 
 def test_every_generated_candidate_has_exactly_one_event_and_counts_add_up(reference):
     _, path = reference
     events = _read_jsonl(path / "events.jsonl")
     for gen in _read_jsonl(path / "generations.jsonl"):
-        mine = [e for e in events if e["unit"] == gen["unit"]]
+        mine = [e for e in events if e["unit"] == gen["unit"] and e["stage"] != "promote"]
         c = gen["counts"]
         assert len(mine) == c["generated"]
         stages = Counter(e["stage"] for e in mine)
@@ -94,8 +98,58 @@ def _fdedup(events):
 
 def test_no_behaviour_is_proxy_trained_twice(reference):
     _, path = reference
-    trained = [e["key"] for e in _read_jsonl(path / "events.jsonl") if e["stage"] == "proxy"]
+    events = _read_jsonl(path / "events.jsonl")
+    trained = [e["key"] for e in events if e["stage"] in ("proxy", "anchor")]
     assert len(trained) == len(set(trained))
+    # The named losses were trained as anchors, so generation 0's copies of them were deduplicated.
+    anchors = {e["text"] for e in events if e["stage"] == "anchor"}
+    assert {name_of(t) for t in anchors} >= {"bce", "cse-b-cls", "iou", "cse-b-reg", "cse-a-reg"}
+    assert not anchors & {e["text"] for e in events if e["stage"] == "proxy"}
+
+
+def test_promotion_accounting_rung_histories_and_held_out_seeds(reference):
+    summary, path = reference
+    events = _read_jsonl(path / "events.jsonl")
+    rungs = summary["rungs"]
+    assert [(r["multiplier"], len(r["seeds"])) for r in rungs] == [(1, 1), (3, 2)]
+    used = {s for r in rungs for s in r["seeds"]}
+    assert not used & set(summary["seeds"])  # the final never re-uses a selection seed
+    promotes = [e for e in events if e["stage"] == "promote"]
+    from_gens = [p for g in _read_jsonl(path / "generations.jsonl") for p in g["promoted"]]
+    assert promotes and len(promotes) == len(from_gens)
+    assert [(e["text"], e["rung"]) for e in promotes] == [(p["text"], p["rung"]) for p in from_gens]
+    # Every promoted candidate was trained on the rung below first, and once per rung.
+    history = {}
+    for e in events:
+        if e["stage"] in ("anchor", "proxy", "promote"):
+            history.setdefault((e["branch"], e["text"]), []).append(e["rung"])
+    for e in promotes:
+        rungs_seen = history[(e["branch"], e["text"])]
+        assert rungs_seen.index(e["rung"] - 1) < rungs_seen.index(e["rung"])
+        assert e["seeds"] == rungs[e["rung"]]["seeds"] and len(e["aps"]) == len(e["seeds"])
+    for seen in history.values():
+        assert len(seen) == len(set(seen))
+    # The budget counts proxy-length trainings: what was asked for, rung by rung, adds up.
+    cost = {r["index"]: r["multiplier"] * len(r["seeds"]) for r in rungs}
+    anchor_pairs = {("default", "default")} | {
+        ("default", e["text"]) if e["branch"] == "reg" else (e["text"], "default")
+        for e in events
+        if e["stage"] == "anchor" and e["text"] != "default"
+    }
+    final_pairs = {(row["cls"], row["reg"]) for row in summary["table"].values()}
+    expected = (
+        len(anchor_pairs)
+        + sum(1 for e in events if e["stage"] == "proxy")
+        + sum(cost[e["rung"]] for e in promotes)
+        + sum(cost[e["rung"]] for e in events if e["stage"] == "combine")
+        + len(final_pairs) * len(summary["seeds"]) * summary["final_multiplier"]
+    )
+    assert summary["proxy_trainings"] == expected
+    # The hall of fame ranks by the highest rung reached first.
+    hall = list(csv.DictReader((path / "hall_of_fame.csv").open()))
+    for b in {r["branch"] for r in hall}:
+        ranks = [int(r["rung"]) for r in hall if r["branch"] == b]
+        assert ranks == sorted(ranks, reverse=True)
 
 
 def test_same_seed_gives_the_same_search(reference, tmp_path):
@@ -105,14 +159,20 @@ def test_same_seed_gives_the_same_search(reference, tmp_path):
     assert again["table"]["found"]["ap"] == summary["table"]["found"]["ap"]
 
 
-def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(reference, tmp_path):
+@pytest.mark.parametrize("where", ["baseline", "rung 1"])
+def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(reference, tmp_path, where):
     summary, path = reference
     out = tmp_path / "killed"
     # The same settings as `smoke()`, through the CLI's flags.
     args = ["--budget", "smoke", "--generations", "2", "--backend", "serial"]
-    finished_before = kill_search_after(args, out, finished=4)
+    records = _read_jsonl(path / "evaluations.jsonl")
+    # In the anchors' trainings, or in the middle of a promotion: after the first rung-1 training.
+    finished = (
+        4 if where == "baseline" else 1 + next(i for i, r in enumerate(records) if r.get("multiplier") == 3)
+    )
+    finished_before = kill_search_after(args, out, finished=finished)
     evaluations = out / "evaluations.jsonl"
-    assert finished_before >= 4 and not (out / "summary.json").exists()
+    assert finished_before >= finished and not (out / "summary.json").exists()
     resumed, _ = resume_search(out)
     assert (out / "hall_of_fame.csv").read_text() == (path / "hall_of_fame.csv").read_text()
     assert resumed["table"]["found"]["ap"] == summary["table"]["found"]["ap"]

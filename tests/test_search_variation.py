@@ -72,15 +72,32 @@ def test_same_seed_same_offspring():
     assert one == two
 
 
+def _ev(text, key, mos, ap, status, rungs=None):
+    """A candidate trained at rung 0 (one seed) with mAP `ap`, or with the given rung history."""
+    return Evaluated(text, key, 0, mos, status, rungs=rungs or {"0": [ap]})
+
+
+def test_a_higher_rung_outranks_a_better_score_on_a_lower_one_and_the_default_never_breeds():
+    evo = Evolution(BRANCHES["reg"], random.Random(0), offspring_count=20, parents=2, limits=LIMITS)
+    evo.tell(_ev("Div(I,U)", "k1", 0.5, 0.40, "ok"))  # best at rung 0, never promoted
+    evo.tell(_ev("Sub(E,I)", "k2", 0.7, 0.0, "ok", rungs={"0": [0.30], "1": [0.10, 0.20]}))
+    evo.tell(_ev("default", "reg:default", None, 0.0, "ok", rungs={"0": [0.35], "1": [0.30, 0.28]}))
+    ranked = [r.text for r in evo.best(3)]
+    # Rung 1 first (compared on its own seeds: default 0.29 > 0.15), then rung 0.
+    assert ranked == ["default", "Sub(E,I)", "Div(I,U)"]
+    assert evo.best(1)[0].ap == pytest.approx(0.29)
+    assert evo.close_generation() == ["Sub(E,I)", "Div(I,U)"]  # the stock loss has no tree to breed
+
+
 def test_engine_parents_are_best_so_far_regardless_of_arrival_order():
     def engine():
         return Evolution(BRANCHES["reg"], random.Random(0), offspring_count=20, parents=2, limits=LIMITS)
 
     results = [
-        Evaluated("Sub(1,Div(I,U))", "k1", 0, 0.9, 0.10, "ok"),
-        Evaluated("Div(I,U)", "k2", 0, 0.5, 0.30, "ok"),
-        Evaluated("Log(I)", "k3", 0, 0.8, 0.0, "diverged"),
-        Evaluated("Sub(E,I)", "k4", 0, 0.7, 0.20, "ok"),
+        _ev("Sub(1,Div(I,U))", "k1", 0.9, 0.10, "ok"),
+        _ev("Div(I,U)", "k2", 0.5, 0.30, "ok"),
+        _ev("Log(I)", "k3", 0.8, 0.0, "diverged"),
+        _ev("Sub(E,I)", "k4", 0.7, 0.20, "ok"),
     ]
     a, b = engine(), engine()
     for r in results:
@@ -93,7 +110,7 @@ def test_engine_parents_are_best_so_far_regardless_of_arrival_order():
 def test_engine_state_round_trips_through_json():
     a = Evolution(BRANCHES["reg"], random.Random(4), offspring_count=30, parents=2, limits=LIMITS)
     a.ask()
-    a.tell(Evaluated("Sub(1,Div(I,U))", "k1", 0, 0.9, 0.1, "ok"))
+    a.tell(_ev("Sub(1,Div(I,U))", "k1", 0.9, 0.1, "ok"))
     a.close_generation()
     state = json.loads(json.dumps(a.state_dict()))
     b = Evolution(BRANCHES["reg"], random.Random(99), offspring_count=30, parents=2, limits=LIMITS)
@@ -113,7 +130,7 @@ def test_random_strategy_draws_fresh_trees_every_generation():
     )
     first = evo.ask()
     assert NAMED["giou"].text not in {e.text for e in first}  # no seeding with the named losses
-    evo.tell(Evaluated("Sub(1,Div(I,U))", "k1", 0, 0.9, 0.1, "ok"))
+    evo.tell(_ev("Sub(1,Div(I,U))", "k1", 0.9, 0.1, "ok"))
     evo.close_generation()
     second = evo.ask()
     assert not {e.key for e in second} & {parse("Sub(1,Div(I,U))").key}

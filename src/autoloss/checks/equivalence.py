@@ -1,12 +1,14 @@
-"""The functional-equivalence key: dedup on behaviour, not text (AutoML-Zero's FEC cache).
+"""The functional-equivalence key: dedup on training behaviour, not text (AutoML-Zero's FEC cache).
 
-Two expressions that compute the same function — `Add(X,Y)` and `Add(Y,X)`, `Neg(Neg(L))` and `L`,
-`Sub(1,Div(I,U))` and `Add(1,Neg(Div(I,U)))` — get one key: a hash of their values and gradients on the
-fixed moderate rows of the validity probe, quantised to `probe.key_digits` digits of each array's largest
-magnitude. Quantising against the array's scale (not each number's own) keeps float32 noise in tiny values
-(log(sig(8)) computed two ways) from splitting a key. Two float32 formulations that differ only by rounding
-can still straddle a quantisation boundary now and then: the key is a cache, so a rare miss only costs a
-recomputation.
+Training sees a loss only through its gradient, so two expressions whose gradients agree train identically
+and get one key: `Add(X,Y)` and `Add(Y,X)`, `Neg(Neg(L))` and `L`, `Sub(1,Div(I,U))` and
+`Add(1,Neg(Div(I,U)))`, and also `L` and `Add(L,3)` (a constant offset changes the value, never the
+gradient). A positive rescaling `Mul(2,L)` keeps a different key: it changes the effective learning rate.
+The key is a hash of the gradients on the fixed moderate rows of the validity probe, quantised to
+`probe.key_digits` digits of the array's largest magnitude. Quantising against the array's scale (not each
+number's own) keeps float32 noise in tiny values (log(sig(8)) computed two ways) from splitting a key. Two
+float32 formulations that differ only by rounding can still straddle a quantisation boundary now and then:
+the key is a cache, so a rare miss only costs a recomputation.
 """
 
 from __future__ import annotations
@@ -43,17 +45,16 @@ def quantise(values: np.ndarray, digits: int) -> tuple[str, np.ndarray]:
 def functional_key(
     loss: Loss, config: CheckConfig | None = None, evaluation: tuple[Tensor, Tensor] | None = None
 ) -> str:
-    """`branch:hash` of the loss's rounded values and gradients on the probe; equal for equal functions.
+    """`branch:hash` of the loss's rounded gradients on the probe; equal for losses that train alike.
 
     `evaluation` is `forward_backward` on the validity probe, when the caller already has it.
     """
     config = resolve_config(config)
     probe = validity_probe(loss.branch, config.probe)
-    values, grad = evaluation if evaluation is not None else forward_backward(loss, probe)
-    rows = probe.key_rows
+    _, grad = evaluation if evaluation is not None else forward_backward(loss, probe)
     h = hashlib.blake2b(digest_size=12)
-    for part in (values[rows], grad[rows]):
-        scale, codes = quantise(part.double().numpy(), config.probe.key_digits)
-        h.update(scale.encode())
-        h.update(codes.tobytes())
+    # Values are left out on purpose: a loss and the loss plus a constant are one candidate.
+    scale, codes = quantise(grad[probe.key_rows].double().numpy(), config.probe.key_digits)
+    h.update(scale.encode())
+    h.update(codes.tobytes())
     return f"{loss.branch}:{h.hexdigest()}"

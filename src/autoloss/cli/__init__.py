@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import click
 
-from autoloss.cli import check_cmd, export_cmd, search_cmd, show_cmd, train_cmd, transfer_cmd
+from autoloss.cli import (
+    check_cmd,
+    export_cmd,
+    fidelity_cmd,
+    search_cmd,
+    show_cmd,
+    train_cmd,
+    transfer_cmd,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -17,7 +25,7 @@ def cli() -> None:
     """Discover loss functions for object detectors (CSE-Autoloss)."""
 
 
-for _module in (show_cmd, check_cmd, train_cmd, search_cmd, transfer_cmd, export_cmd):
+for _module in (show_cmd, check_cmd, train_cmd, search_cmd, transfer_cmd, fidelity_cmd, export_cmd):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

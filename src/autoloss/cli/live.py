@@ -22,9 +22,16 @@ class LiveDisplay:
         ev = cfg.evolution
         n_branches = 2 if ev.branch == "both" else 1
         combos = ev.combine_top**2 if n_branches == 2 else 0
-        # Expected proxy trainings: generations x top-K + combinations + the final table (4 rows x seeds,
-        # of which the baseline, the best named loss and the winner on the search seed are already trained).
-        self.expected = n_branches * ev.generations * ev.top_k + combos + 4 * ev.final_seeds - 2
+        # Expected proxy trainings, roughly: the anchors, generations x top-K at rung 0, about a third of
+        # those again per higher rung, the combinations and the final table (4 rows x held-out seeds). The
+        # bar grows if promotion trains more.
+        from autoloss.search.rungs import parse_rungs
+
+        rungs = parse_rungs(ev.rungs)
+        per_branch = ev.generations * ev.top_k * rungs[0][1]
+        promoted = sum(round(per_branch * ev.promote**i) * s for i, (_, s) in enumerate(rungs) if i > 0)
+        self.expected = 8 + n_branches * (per_branch + promoted) + combos * rungs[-1][1] + 4 * ev.final_seeds
+        self.done = 0
         self.done = 0
 
     def __enter__(self) -> LiveDisplay:
@@ -81,14 +88,19 @@ class LiveDisplay:
             ap = res.get("metrics", {}).get("AP")
             ap_s = f"mAP {ap:.4f}" if ap is not None and res.get("status") == "ok" else res.get("status")
             losses = f"cls={label(event['cls'])}  reg={label(event['reg'])}"
-            self._print(f"    proxy seed {event['seed']}: {ap_s}  {losses}")
+            length = f" x{event['multiplier']}" if event.get("multiplier", 1) != 1 else ""
+            self._print(f"    proxy seed {event['seed']}{length}: {ap_s}  {losses}")
             if self.progress is not None:
-                self.progress.update(self.task, completed=min(self.done, self.expected))
+                self.expected = max(self.expected, self.done)
+                self.progress.update(self.task, completed=self.done, total=self.expected)
         elif kind == "generation":
             best = event["best"][0] if event["best"] else None
             base = event.get("baseline_ap")
             if best is not None:
-                vs = f" (default {base:.4f})" if base is not None else ""
-                self._print(f"    best so far: mAP {best['ap']:.4f}{vs}  {label(best['text'], 80)}")
+                vs = f" (default, rung 0: {base:.4f})" if base is not None else ""
+                rung = f"rung {best['rung']} mAP {best['ap']:.4f}"
+                self._print(f"    best so far: {rung}{vs}  {label(best['text'], 80)}")
+        elif kind == "promoted":
+            self._print(f"    promoted {event['count']} to rung {event['rung']}")
         elif kind == "skipped":
             self._print(f"    skipped: {event['reason']}")

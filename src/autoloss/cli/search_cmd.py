@@ -54,6 +54,18 @@ def _positive(ctx, param, value):
 )
 @click.option("--parents", type=int, default=None, callback=_positive, help="Parents per generation [4].")
 @click.option(
+    "--rungs",
+    default=None,
+    help="Multi-fidelity rungs, MULTIPLIERxSEEDS each: 1x1,3x2 = the proxy length on 1 seed, then 3x "
+    "the length on 2 new seeds for the promoted [1x1,3x2].",
+)
+@click.option(
+    "--promote",
+    type=float,
+    default=None,
+    help="Fraction of the candidates trained at a rung that move up to the next [0.34].",
+)
+@click.option(
     "--proxy-iterations",
     type=int,
     default=None,
@@ -79,7 +91,7 @@ def _positive(ctx, param, value):
     type=int,
     default=None,
     callback=_positive,
-    help="Stop the generations after this many proxy trainings.",
+    help="Stop the generations after this many proxy-length trainings (a 3x training counts 3).",
 )
 @click.option(
     "--time-limit", type=float, default=None, callback=_positive, help="Stop after this many seconds."
@@ -89,7 +101,7 @@ def _positive(ctx, param, value):
     type=int,
     default=None,
     callback=_positive,
-    help="Seeds (in total) the best losses and the defaults are re-trained on [3].",
+    help="Held-out seeds (no rung uses them) the final comparison re-trains on [3].",
 )
 @click.option(
     "--backend",
@@ -143,6 +155,8 @@ def search(**opts: Any) -> None:
             "seed",
             "max_proxy_evals",
             "final_seeds",
+            "rungs",
+            "promote",
         )
         if opts[k] is not None
     }
@@ -214,30 +228,28 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from autoloss.search.outputs import best_named_verdict
+    from autoloss.search.outputs import ALPHA_NOTE, best_named_verdict, final_heading, gain_cells
     from autoloss.spaces.named import label as short
 
     console = Console()
     if not summary:
         console.print(f"No final table (the search stopped before it). Run directory: {path}")
         return
-    table = Table(title=f"Proxy mAP over seeds {', '.join(map(str, summary['seeds']))}")
-    for col in ("losses", "cls", "reg", "mAP mean ± std", "gain vs default", "beyond noise"):
+    table = Table(title=final_heading(summary))
+    for col in ("losses", "cls", "reg", "mAP mean ± std", "gain vs default [95 % CI]", "verdict"):
         table.add_column(col, overflow="fold")
     for label, row in summary["table"].items():
-        gain = row.get("vs_default")
         table.add_row(
             label,
             short(row["cls"]),
             short(row["reg"]),
             f"{row['mean']:.4f} ± {row['std']:.4f}",
-            f"{gain['mean']:+.4f}" if gain else "",
-            ("yes" if gain["beyond_noise"] else "no") if gain else "",
+            *gain_cells(row.get("vs_default")),
         )
     console.print(table, markup=False, highlight=False)
-    verdict = best_named_verdict(summary)
-    if verdict:
-        console.print(verdict, markup=False)
+    for line in (summary.get("verdict"), best_named_verdict(summary), ALPHA_NOTE):
+        if line:
+            console.print(line, markup=False)
     if summary.get("stopped"):
         console.print(f"Generations stopped early: {summary['stopped']}", markup=False)
     console.print(f"Run directory: {path}  (hall_of_fame.csv, best/, events.jsonl)", markup=False)

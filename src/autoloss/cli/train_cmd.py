@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from autoloss.data_specs import is_generated
+
 DETECTOR_CHOICE = click.Choice(["fcos", "retinanet", "faster_rcnn"])
 BACKBONE_CHOICE = click.Choice(["tiny", "resnet18", "resnet50"])
 DEVICE_CHOICE = click.Choice(["cpu", "cuda"])
@@ -131,7 +133,12 @@ def _train_config(opts: dict[str, Any]):
         train_over["iterations"] = None
     elif "iterations" in train_over:
         train_over["epochs"] = None
-    if "data" in top and top["data"] != "shapes" and "image_size" not in top and base.data == "shapes":
+    if (
+        "data" in top
+        and not is_generated(top["data"])
+        and "image_size" not in top
+        and is_generated(base.data)
+    ):
         top["image_size"] = None  # a preset's shapes size does not carry over to a real dataset
     try:
         cfg = dataclasses.replace(base, train=dataclasses.replace(base.train, **train_over), **top)
@@ -177,7 +184,7 @@ def eval_(weights: str, **opts: Any) -> None:
             pick("images", None),
             pick("image_size", None),
             saved.get("data_seed", 0),
-            train_size=1 if pick("data", "shapes") == "shapes" else saved.get("train_size", 800),
+            train_size=1 if is_generated(pick("data", "shapes")) else saved.get("train_size", 800),
             val_size=saved.get("val_size", 200),
         )
         detector = build_detector(

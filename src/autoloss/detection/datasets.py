@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from autoloss.data_specs import is_generated
 from autoloss.detection.coco_json import load_images, read_coco_json, split_indices
 from autoloss.detection.data import DataReport, DatasetError, DataSplit
 from autoloss.detection.shapes import generate_shapes
@@ -23,7 +24,8 @@ def load_dataset(
     val_size: int = 200,
     val_fraction: float = 0.2,
 ) -> DataSplit:
-    """Load `spec`: "shapes" (generated; `train_size`/`val_size` images) or a path to a COCO instances JSON.
+    """Load `spec`: "shapes" / "shapes-dense" (generated; `train_size`/`val_size` images) or a path to a
+    COCO instances JSON.
 
     For COCO, `images` is the folder the `file_name`s are relative to (default: the JSON's folder); the
     split follows the images' `split` field when it names both "train" and "val" images, else a split of
@@ -32,14 +34,14 @@ def load_dataset(
     """
     if image_size is not None and image_size < 32:
         raise ValueError(f"image_size must be >= 32 pixels, got {image_size}")
-    if spec == "shapes":
+    if is_generated(spec):
         if images is not None:
-            raise ValueError("--images applies to COCO JSON datasets, not to 'shapes'")
+            raise ValueError(f"--images applies to COCO JSON datasets, not to {spec!r}")
         if train_size < 1 or val_size < 1:
             raise ValueError(f"shapes needs train_size and val_size >= 1, got {train_size}/{val_size}")
         size = image_size or SHAPES_IMAGE_SIZE
-        train = generate_shapes("train", train_size, size, seed)
-        val = generate_shapes("val", val_size, size, seed)
+        train = generate_shapes("train", train_size, size, seed, style=spec)
+        val = generate_shapes("val", val_size, size, seed, style=spec)
         return DataSplit(train, val, train.class_names, DataReport())
     return _load_coco(spec, images, image_size or COCO_IMAGE_SIZE, seed, val_fraction)
 

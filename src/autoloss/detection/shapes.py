@@ -1,13 +1,15 @@
 """`shapes`: the built-in generated detection dataset (no download, deterministic from a seed).
 
 Five classes (circle, square, triangle, cross, ring) of random colour, size, aspect and position on a noisy
-gradient background with clutter lines; 1-6 objects per image that may overlap a little. Each image is drawn
+gradient background with clutter lines; 1-6 objects per image that may overlap a little (`shapes-dense`:
+3-12 smaller ones). Each image is drawn
 from its own generator keyed by (seed, split, index), so a smaller dataset is a prefix of a larger one and
 the validation images do not depend on the training size.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -19,28 +21,56 @@ SHAPE_CLASSES = ("circle", "square", "triangle", "cross", "ring")
 _SPLIT_CODE = {"train": 0, "val": 1}
 # Object sizes are specified for 128 px images (the design's proxy) and scale with the image size.
 _REF_SIZE = 128
-_MIN_SIDE, _MAX_SIDE = 10.0, 60.0
 _MAX_OVERLAP_IOU = 0.4
 
 
-def generate_shapes(split: str, count: int, image_size: int = 128, seed: int = 0) -> DetectionData:
-    """Return `count` generated images of `split` ("train" or "val"); results are cached and read-only."""
+@dataclass(frozen=True)
+class ShapesStyle:
+    """How many objects an image holds and how large they are (long side in px at 128 px)."""
+
+    min_side: float
+    max_side: float
+    min_objects: int
+    max_objects: int
+    log_sizes: bool  # log-uniform sides: many small objects and a few large ones, as in COCO
+
+
+# "shapes": 1-6 objects of 10-60 px, uniform — large objects cover much of a 128 px image, so most anchor
+# points are foreground-adjacent and there is little foreground/background imbalance.
+# "shapes-dense": 3-12 objects of 6-40 px, log-uniform — a smaller share of positive locations per image
+# and a wider range of scales, closer to COCO's imbalance at the same image size and cost.
+SHAPES_STYLES = {
+    "shapes": ShapesStyle(10.0, 60.0, 1, 6, log_sizes=False),
+    "shapes-dense": ShapesStyle(6.0, 40.0, 3, 12, log_sizes=True),
+}
+
+
+def generate_shapes(
+    split: str, count: int, image_size: int = 128, seed: int = 0, style: str = "shapes"
+) -> DetectionData:
+    """Return `count` generated images of `split` ("train" or "val") in `style` (a key of SHAPES_STYLES);
+    results are cached and read-only."""
     if split not in _SPLIT_CODE:
         raise ValueError(f"split must be 'train' or 'val', not {split!r}")
+    if style not in SHAPES_STYLES:
+        raise ValueError(f"unknown shapes style {style!r}; styles: {', '.join(SHAPES_STYLES)}")
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32 pixels, got {image_size}")
-    return _generate_cached(split, count, image_size, seed)
+    return _generate_cached(split, count, image_size, seed, style)
 
 
 @lru_cache(maxsize=16)
-def _generate_cached(split: str, count: int, image_size: int, seed: int) -> DetectionData:
+def _generate_cached(split: str, count: int, image_size: int, seed: int, style: str) -> DetectionData:
     images = np.empty((count, image_size, image_size, 3), dtype=np.uint8)
     boxes, labels = [], []
+    look = SHAPES_STYLES[style]
     for i in range(count):
-        rng = np.random.default_rng([seed, _SPLIT_CODE[split], i])
-        images[i], b, lab = _draw_image(rng, image_size)
+        # The original style keeps its generator key, so "shapes" images are what they always were.
+        key = [seed, _SPLIT_CODE[split], i] if style == "shapes" else [seed, _SPLIT_CODE[split], i, 1]
+        rng = np.random.default_rng(key)
+        images[i], b, lab = _draw_image(rng, image_size, look)
         b.flags.writeable = False
         lab.flags.writeable = False
         boxes.append(b)
@@ -49,7 +79,9 @@ def _generate_cached(split: str, count: int, image_size: int, seed: int) -> Dete
     return DetectionData(images=images, boxes=tuple(boxes), labels=tuple(labels), class_names=SHAPE_CLASSES)
 
 
-def _draw_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _draw_image(
+    rng: np.random.Generator, size: int, look: ShapesStyle
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     background = _background(rng, size)
     image = Image.fromarray(background)
     draw = ImageDraw.Draw(image)
@@ -59,8 +91,8 @@ def _draw_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
     base = background.reshape(-1, 3).mean(0)
     boxes: list[list[float]] = []
     labels: list[int] = []
-    for _ in range(int(rng.integers(1, 7))):
-        box = _place(rng, size, boxes)
+    for _ in range(int(rng.integers(look.min_objects, look.max_objects + 1))):
+        box = _place(rng, size, boxes, look)
         if box is None:
             continue
         cls = int(rng.integers(len(SHAPE_CLASSES)))
@@ -95,10 +127,16 @@ def _contrasting_colour(rng: np.random.Generator, base: np.ndarray) -> tuple[int
     return colour
 
 
-def _place(rng: np.random.Generator, size: int, taken: list[list[float]]) -> list[float] | None:
+def _place(
+    rng: np.random.Generator, size: int, taken: list[list[float]], look: ShapesStyle
+) -> list[float] | None:
     scale = size / _REF_SIZE
     for _ in range(20):
-        long_side = rng.uniform(_MIN_SIDE, _MAX_SIDE) * scale
+        if look.log_sizes:
+            side = float(np.exp(rng.uniform(np.log(look.min_side), np.log(look.max_side))))
+        else:
+            side = rng.uniform(look.min_side, look.max_side)
+        long_side = side * scale
         aspect = rng.uniform(0.6, 1.0)
         w, h = (long_side, long_side * aspect) if rng.random() < 0.5 else (long_side * aspect, long_side)
         x0, y0 = rng.uniform(0, size - w), rng.uniform(0, size - h)

@@ -22,6 +22,50 @@ def _baseline(run: RunDir, seed: int) -> float | None:
     return None
 
 
+def stage_fidelity(run: RunDir) -> list[str]:
+    """How well each stage predicted the next, on the candidates this run trained: MOS score -> rung-0 mAP,
+    and rung r -> rung r+1 for the promoted (Kendall τ and Spearman ρ with bootstrap 95 % CIs)."""
+    from autoloss.fidelity.ranks import rank_agreement
+
+    events = run.read("events.jsonl")
+    pairs: dict[str, tuple[list[float], list[float]]] = {}
+    for e in events:
+        if e.get("stage") == "proxy" and e.get("mos_score") is not None and e.get("status") == "ok":
+            xs, ys = pairs.setdefault("MOS score -> rung 0 mAP", ([], []))
+            xs.append(float(e["mos_score"]))
+            ys.append(float(e["ap"]))
+        elif e.get("stage") == "promote" and e.get("from_score") is not None:
+            xs, ys = pairs.setdefault(f"rung {e['rung'] - 1} -> rung {e['rung']} mAP", ([], []))
+            xs.append(float(e["from_score"]))
+            ys.append(float(e["score"]))
+    lines = [
+        "## How well each stage predicted the next",
+        "",
+        "| stage -> next | candidates | Kendall τ [95 % CI] | Spearman ρ [95 % CI] |",
+        "|---|---|---|---|",
+    ]
+    for name, (xs, ys) in pairs.items():
+        if len(xs) < 4:  # a bootstrap over 3 points has no interval worth printing
+            lines.append(f"| {name} | {len(xs)} | too few to tell | — |")
+            continue
+        a = rank_agreement(xs, ys)
+        tl, th = a["kendall_tau_ci"]
+        rl, rh = a["spearman_rho_ci"]
+        lines.append(
+            f"| {name} | {len(xs)} | {a['kendall_tau']:+.2f} [{tl:+.2f}, {th:+.2f}] | "
+            f"{a['spearman_rho']:+.2f} [{rl:+.2f}, {rh:+.2f}] |"
+        )
+    if not pairs:
+        lines.append("| (no trained candidates yet) | 0 | — | — |")
+    lines += [
+        "",
+        "Promoted candidates are the best of their rung, so rung -> rung agreement is measured on a "
+        "truncated range and reads lower than it would on all candidates.",
+        "",
+    ]
+    return lines
+
+
 def write_report(path: str | Path, top: int = 5) -> Path:
     from autoloss.loss import Loss
     from autoloss.search.outputs import summary_markdown
@@ -46,8 +90,9 @@ def write_report(path: str | Path, top: int = 5) -> Path:
         summary = json.loads(summary_path.read_text())
         lines += ["## Result", "", summary_markdown(summary)]
         lines += [
-            "`published` is CSE-Autoloss-B (one-stage) or -A (two-stage) as released by the paper's authors; "
-            "`beyond seed noise` requires a win on every seed and a mean gain above two standard errors.",
+            "`published` is CSE-Autoloss-B (one-stage) or -A (two-stage) as released by the paper's authors. "
+            "A verdict of `better` or `worse` means the 95 % interval of the paired gain excludes zero; with "
+            "fewer than 3 seeds the table says `too few seeds to tell`.",
             "",
         ]
     else:
@@ -56,21 +101,26 @@ def write_report(path: str | Path, top: int = 5) -> Path:
     hall = run.path / "hall_of_fame.csv"
     if hall.is_file():
         rows = list(csv.DictReader(hall.open()))
-        lines += ["## Top losses (proxy mAP on the search seed)", ""]
+        lines += ["## Top losses (highest rung reached, then mean mAP over that rung's seeds)", ""]
         if baseline is not None:
-            lines += [f"Default losses on the same seed: mAP {baseline:.4f}.", ""]
+            lines += [f"Default losses at rung 0: mAP {baseline:.4f}.", ""]
+        rung_cols = [k for k in (rows[0] if rows else {}) if k.startswith("rung") and k.endswith("_ap")]
         for b in sorted({r["branch"] for r in rows}):
             lines += [f"### {b}", ""]
             for r in [r for r in rows if r["branch"] == b][:top]:
-                latex = Loss.parse(r["text"], b).latex()
                 mos = f"{float(r['mos_score']):.3f}" if r["mos_score"] else "—"
+                per_rung = ", ".join(
+                    f"rung {c[4:-3]} {float(r[c]):.4f}" for c in rung_cols if r.get(c) not in (None, "")
+                )
+                name = f" ({r['named']})" if r.get("named") else ""
                 lines += [
-                    f"- mAP **{float(r['proxy_ap']):.4f}**, MOS {mos}, generation {r['generation']}",
-                    f"  - `{r['text']}`",
-                    f"  - infix: `{r['infix']}`",
-                    f"  - $${latex}$$",
+                    f"- rung {r['rung']}: mAP **{float(r['proxy_ap']):.4f}**{name} — {per_rung}; MOS {mos}"
                 ]
+                if r["text"] != "default":
+                    latex = Loss.parse(r["text"], b).latex()
+                    lines += [f"  - `{r['text']}`", f"  - infix: `{r['infix']}`", f"  - $${latex}$$"]
             lines.append("")
+    lines += stage_fidelity(run)
 
     if gens:
         plot_map(gens, baseline, run.path / "map_per_generation.png")

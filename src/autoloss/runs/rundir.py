@@ -21,7 +21,7 @@ from typing import Any
 
 from autoloss.errors import AutolossError
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: rung histories in the engines
 
 
 class RunDirError(AutolossError):

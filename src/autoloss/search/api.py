@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from autoloss.data_specs import is_generated
 from autoloss.runs.rundir import RunDir
 from autoloss.search.config import ConfigError, SearchConfig, budget_config, validate
 from autoloss.search.driver import Progress, Search
@@ -23,8 +24,10 @@ def default_run_dir() -> Path:
 
 def check_data(cfg: SearchConfig) -> None:
     data = cfg.proxy.data
-    if data != "shapes" and not Path(data).is_file():
-        raise ConfigError(f"--data must be 'shapes' or a COCO annotations JSON file; {data!r} does not exist")
+    if not is_generated(data) and not Path(data).is_file():
+        raise ConfigError(
+            f"--data must be 'shapes', 'shapes-dense' or a COCO annotations JSON; {data!r} does not exist"
+        )
 
 
 def run_search(

@@ -11,7 +11,7 @@ from typing import Any
 
 from autoloss.errors import AutolossError
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2  # 2: rungs and promotion, held-out final seeds
 BRANCH_CHOICES = ("cls", "reg", "both")
 DETECTOR_BRANCH = {"fcos": "cls-sigmoid", "retinanet": "cls-sigmoid", "faster_rcnn": "cls-softmax"}
 
@@ -31,7 +31,11 @@ class EvolutionConfig:
     max_size: int = 40
     crossover_rate: float = 0.3
     combine_top: int = 2  # with branch "both": the best this many cls x reg losses are tried together
-    final_seeds: int = 3  # seeds (in total) the best losses and the defaults are re-trained on
+    # Multi-fidelity promotion (search/rungs.py): MULTIPLIERxSEEDS per rung, and the fraction of each
+    # rung's trained candidates that moves up.
+    rungs: str = "1x1,3x2"
+    promote: float = 0.34
+    final_seeds: int = 3  # held-out seeds (no rung uses them) the final comparison re-trains on
     max_proxy_evals: int | None = None
     time_limit_s: float | None = None
     seed: int = 0
@@ -166,6 +170,13 @@ def validate(cfg: SearchConfig) -> None:
         value = getattr(e, name)
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+    from autoloss.search.rungs import RungError, parse_rungs, validate_promote
+
+    try:
+        parse_rungs(e.rungs)
+        validate_promote(e.promote)
+    except RungError as exc:
+        raise ConfigError(str(exc)) from None
     if e.strategy not in ("evolution", "random"):
         raise ConfigError(f"strategy must be 'evolution' or 'random', got {e.strategy!r}")
     if e.top_k > e.offspring:

@@ -2,6 +2,10 @@
 
     baseline -> <branch>:<generation> ... -> combine (branch "both") -> final
 
+The baseline trains the anchors (the detector default and the named losses) at rung 0; each generation
+screens its offspring, trains the top-K at rung 0 and promotes up the rungs (search/rungs.py); the final
+unit re-trains the winners on held-out seeds (search/final.py).
+
 After each unit the engine state, RNG states and caches go to `checkpoint.json`. A search killed at any
 moment resumes from the last finished unit: it replays that unit's deterministic decisions, takes the
 proxy trainings that had finished from `evaluations.jsonl`, and reaches the same result as a run that
@@ -19,16 +23,17 @@ from typing import Any
 from autoloss.executors import make_executor
 from autoloss.runs.rundir import RunDir
 from autoloss.search.config import SearchConfig, validate
-from autoloss.search.engine import Evaluated, Evolution
+from autoloss.search.engine import DEFAULT, Evaluated, Evolution
+from autoloss.search.final import final_comparison
 from autoloss.search.funnel import pick_top_k, screen_generation
 from autoloss.search.proxy import ProxyRunner, ap_of
+from autoloss.search.rungs import held_out_seeds, ladder, promote_count
 from autoloss.spaces.branches import branch as get_branch
 from autoloss.spaces.generate import TreeLimits
-from autoloss.spaces.named import name_of
+from autoloss.spaces.named import DEFAULTS, NAMED, name_of
 
 EVENTS = "events.jsonl"
 Progress = Callable[[dict[str, Any]], None]
-PUBLISHED = {"cls-sigmoid": ("cse-b-cls", "cse-b-reg"), "cls-softmax": ("cse-a-cls", "cse-a-reg")}
 
 
 class Search:
@@ -39,6 +44,8 @@ class Search:
         self.progress = progress or (lambda event: None)
         ev = cfg.evolution
         limits = TreeLimits(max_depth=ev.max_depth, max_size=ev.max_size)
+        self.rungs = ladder(ev.rungs, ev.seed)
+        self.final_seeds = held_out_seeds(self.rungs, ev.final_seeds)
         self.engines = {
             b: Evolution(
                 get_branch(b),
@@ -118,18 +125,73 @@ class Search:
 
     def _run_unit(self, unit: str, proxies: ProxyRunner, submit) -> None:
         if unit == "baseline":
-            # The default on the search seed, and on as many of the final seeds as there are free workers:
-            # a lone training would leave the other workers idle, and the final comparison needs them anyway.
-            ev = self.cfg.evolution
-            seeds = range(ev.seed, ev.seed + max(1, min(ev.final_seeds, proxies.slots)))
-            proxies.evaluate([("default", "default", s) for s in seeds])
+            self._anchors(proxies)
         elif unit == "combine":
             self._combine(proxies)
         elif unit == "final":
-            self._final(proxies)
+            self.summary = final_comparison(self, proxies)
         else:
             name, gen = unit.rsplit(":", 1)
             self._generation(name, int(gen), unit, proxies, submit)
+
+    # --- the anchors: the default and the named losses compete like any candidate --------------------
+    def _anchors(self, proxies: ProxyRunner) -> None:
+        """Train the detector default and every named loss of each searched branch at rung 0, and enter them
+        into their branch's engine: promotion treats them like candidates, so a found loss wins only by
+        beating them at the top rung. Their keys are marked seen: generation 0 does not train them again."""
+        from autoloss.checks import functional_key
+        from autoloss.expr.parse import parse
+        from autoloss.loss import Loss
+
+        rung0 = self.rungs[0]
+        entries: list[tuple[str, str, str]] = []  # (branch, text, key)
+        for b in self.engines:
+            default_named = NAMED[DEFAULTS[b]]
+            # The named default is the stock loss written as an expression: one behaviour, one entry.
+            default_key = functional_key(Loss.parse(default_named.text, b))
+            self.seen_keys[b].add(default_key)
+            self.seen_syntax[b].add(parse(default_named.text).key)
+            entries.append((b, DEFAULT, f"{b}:default"))
+            for n in NAMED.values():
+                if n.branch != b or n.name == default_named.name:
+                    continue
+                key = functional_key(Loss.parse(n.text, b))
+                self.seen_keys[b].add(key)
+                self.seen_syntax[b].add(parse(n.text).key)
+                entries.append((b, n.text, key))
+        pairs = list(dict.fromkeys(self._job(b, t)[:2] for b, t, _ in entries))
+        jobs = [(c, r, s) for c, r in pairs for s in rung0.seeds]
+        by_job = dict(zip(jobs, proxies.evaluate(jobs, rung0.multiplier), strict=True))
+        events = []
+        for b, text, key in entries:
+            c, r = self._job(b, text)[:2]
+            runs = [by_job[(c, r, s)] for s in rung0.seeds]
+            e = Evaluated(
+                text,
+                key,
+                -1,
+                None,
+                runs[0].get("status", "failed"),
+                runs[0].get("reason", ""),
+                rungs={"0": [ap_of(x) for x in runs]},
+                anchor=True,
+            )
+            self.engines[b].tell(e)
+            events.append(
+                {
+                    "unit": "baseline",
+                    "branch": b,
+                    "text": text,
+                    "key": key,
+                    "stage": "anchor",
+                    "rung": 0,
+                    "seeds": list(rung0.seeds),
+                    "aps": e.rungs["0"],
+                    "status": e.status,
+                    "reason": e.reason,
+                }
+            )
+        self.run.append(EVENTS, events)
 
     # --- one generation -------------------------------------------------------------------------
     def _generation(self, b: str, gen: int, unit: str, proxies: ProxyRunner, submit) -> None:
@@ -148,9 +210,8 @@ class Search:
         )
         screen_s = time.monotonic() - t0
         top = pick_top_k(scr.survivors, self.cfg.evolution.top_k, evo.rng, by_mos=f.mos)
-        ev = self.cfg.evolution
-        if ev.max_proxy_evals is not None:
-            top = top[: max(0, ev.max_proxy_evals - proxies.count)]
+        rung0 = self.rungs[0]
+        top = top[: self.affordable(proxies, rung0.cost, len(top))]
         chosen = {s["text"] for s in top}
         base = {"unit": unit, "branch": b, "generation": gen}
         events = [{**base, **e} for e in scr.events]
@@ -170,22 +231,25 @@ class Search:
         counts = {**scr.counts, "proxy": len(top)}
         self.progress({"type": "screened", **base, "counts": counts, "seconds": screen_s})
 
-        jobs = [self._job(b, s["text"]) for s in top]
+        jobs = [self._job(b, s["text"], seed) for s in top for seed in rung0.seeds]
         t1 = time.monotonic()
-        results = proxies.evaluate(jobs)
-        proxy_s = time.monotonic() - t1
+        by_job = dict(zip(jobs, proxies.evaluate(jobs, rung0.multiplier), strict=True))
         proxy_events = []
-        for s, res in zip(top, results, strict=True):
-            ap = ap_of(res)
+        rung0_aps = []
+        for s in top:
+            runs = [by_job[self._job(b, s["text"], seed)] for seed in rung0.seeds]
+            aps = [ap_of(x) for x in runs]
+            rung0_aps.append(statistics.fmean(aps))
+            first = runs[0]
             evo.tell(
                 Evaluated(
                     s["text"],
                     s["key"],
                     gen,
                     s["mos_score"],
-                    ap,
-                    res.get("status", "failed"),
-                    res.get("reason", ""),
+                    first.get("status", "failed"),
+                    first.get("reason", ""),
+                    rungs={"0": aps},
                 )
             )
             proxy_events.append(
@@ -195,15 +259,21 @@ class Search:
                     "key": s["key"],
                     "stage": "proxy",
                     "mos_score": s["mos_score"],
-                    "ap": ap,
-                    "status": res.get("status"),
-                    "reason": res.get("reason", ""),
-                    "metrics": res.get("metrics", {}),
-                    "seconds": res.get("seconds"),
+                    "rung": 0,
+                    "seeds": list(rung0.seeds),
+                    "aps": aps,
+                    "ap": statistics.fmean(aps),
+                    "status": first.get("status"),
+                    "reason": first.get("reason", ""),
+                    "metrics": first.get("metrics", {}),
+                    "seconds": first.get("seconds"),
                 }
             )
         self.run.append(EVENTS, proxy_events)
+        promoted = self._promote(b, base, proxies)
+        proxy_s = time.monotonic() - t1
         parents = evo.close_generation()
+        best = evo.best(1)
         self.run.append(
             "generations.jsonl",
             [
@@ -213,8 +283,10 @@ class Search:
                     "screen_seconds": screen_s,
                     "proxy_seconds": proxy_s,
                     "stage_seconds": scr.seconds,
-                    "aps": [ap_of(r) for r in results],
-                    "best_ap": max((r.ap for r in evo.best(1)), default=None),
+                    "aps": rung0_aps,
+                    "promoted": promoted,
+                    "best_ap": best[0].ap if best else None,
+                    "best_rung": best[0].top_rung if best else None,
                     "parents": parents,
                 }
             ],
@@ -224,64 +296,100 @@ class Search:
                 "type": "generation",
                 **base,
                 "counts": counts,
-                "best": [r.__dict__ for r in evo.best(1)],
-                "baseline_ap": self.baseline_ap(proxies),
+                "best": [{**r.__dict__, "ap": r.ap, "rung": r.top_rung} for r in best],
+                "baseline_ap": self.baseline_ap(b),
             }
         )
 
+    def _promote(self, b: str, base: dict[str, Any], proxies: ProxyRunner) -> list[dict[str, Any]]:
+        """Successive halving, rung by rung: the best `promote` fraction of everything trained at a rung so
+        far (anchors included) trains on the next one, if it has not already."""
+        evo, fraction = self.engines[b], self.cfg.evolution.promote
+        promoted: list[dict[str, Any]] = []
+        for rung in self.rungs[1:]:
+            below = str(rung.index - 1)
+            pool = sorted(
+                (e for e in evo.evaluated.values() if e.status == "ok" and below in e.rungs),
+                key=lambda e: (-(e.score(rung.index - 1) or 0.0), e.text),
+            )
+            new = [e for e in pool[: promote_count(len(pool), fraction)] if str(rung.index) not in e.rungs]
+            new = new[: self.affordable(proxies, rung.cost, len(new))]
+            if not new:
+                continue
+            jobs = [self._job(b, e.text, s) for e in new for s in rung.seeds]
+            by_job = dict(zip(jobs, proxies.evaluate(jobs, rung.multiplier), strict=True))
+            events = []
+            for e in new:
+                e.rungs[str(rung.index)] = [ap_of(by_job[self._job(b, e.text, s)]) for s in rung.seeds]
+                record = {
+                    "text": e.text,
+                    "key": e.key,
+                    "rung": rung.index,
+                    "multiplier": rung.multiplier,
+                    "seeds": list(rung.seeds),
+                    "aps": e.rungs[str(rung.index)],
+                    "from_score": e.score(rung.index - 1),
+                    "score": e.score(rung.index),
+                    "pool": len(pool),
+                }
+                promoted.append(record)
+                events.append({**base, "stage": "promote", "anchor": e.anchor, **record})
+            self.run.append(EVENTS, events)
+            self.progress({"type": "promoted", **base, "rung": rung.index, "count": len(new)})
+        return promoted
+
+    def affordable(self, proxies: ProxyRunner, cost: int, wanted: int) -> int:
+        """How many of `wanted` candidates costing `cost` units each fit in what is left of the budget."""
+        ev = self.cfg.evolution
+        if ev.max_proxy_evals is None:
+            return wanted
+        return max(0, min(wanted, (ev.max_proxy_evals - proxies.count) // cost))
+
     def _job(self, b: str, text: str, seed: int | None = None) -> tuple[str, str, int]:
-        seed = self.cfg.evolution.seed if seed is None else seed
-        return (text, "default", seed) if b != "reg" else ("default", text, seed)
+        seed = self.rungs[0].seeds[0] if seed is None else seed
+        return (text, DEFAULT, seed) if b != "reg" else (DEFAULT, text, seed)
 
-    def baseline_ap(self, proxies: ProxyRunner) -> float | None:
-        from autoloss.search.proxy import eval_id
+    def baseline_ap(self, b: str | None = None) -> float | None:
+        """The default's rung-0 mAP (mean over the rung's seeds), once the anchors are trained."""
+        for evo in self.engines.values():
+            for e in evo.evaluated.values():
+                if e.text == DEFAULT:
+                    return e.score(0)
+        return None
 
-        res = proxies.cache.get(eval_id("default", "default", self.cfg.evolution.seed))
-        return ap_of(res) if res else None
-
-    # --- combination and final re-training ------------------------------------------------------
-    def best_pair(self) -> tuple[str, str]:
-        """The best (cls, reg) on the search seed: among combinations and single-branch winners."""
-        options: list[tuple[float, str, str]] = [(c["ap"], c["cls"], c["reg"]) for c in self.combos]
-        for b, evo in self.engines.items():
-            for r in evo.best(1):
-                cls_, reg_ = self._job(b, r.text)[:2]
-                options.append((r.ap, cls_, reg_))
-        if not options:
-            return ("default", "default")
-        options.sort(key=lambda o: (-o[0], o[1], o[2]))
-        return options[0][1], options[0][2]
-
-    def best_named(self) -> tuple[str, str] | None:
-        """The (cls, reg) pair of the named loss with the best proxy mAP on the search seed, if any was
-        trained (the other branch at the default)."""
-        options = [
-            (r.ap, *self._job(b, r.text)[:2])
-            for b, evo in self.engines.items()
-            for r in evo.evaluated.values()
-            if r.status == "ok" and name_of(r.text) is not None
-        ]
-        if not options:
-            return None
-        options.sort(key=lambda o: (-o[0], o[1], o[2]))
-        return options[0][1], options[0][2]
-
+    # --- combination ----------------------------------------------------------------------------
     def _combine(self, proxies: ProxyRunner) -> None:
+        """The best cls and reg losses together, at the top rung: compared there with the single-branch
+        winners on the same schedule and seeds."""
+        top = self.rungs[-1]
         cls_b = self.cfg.cls_branch
         n = self.cfg.evolution.combine_top
-        cls_best = [r.text for r in self.engines[cls_b].best(n)]
-        reg_best = [r.text for r in self.engines["reg"].best(n)]
-        jobs = [(c, r, self.cfg.evolution.seed) for c in cls_best for r in reg_best]
+        cls_best = [r.text for r in self.engines[cls_b].best(n) if r.text != DEFAULT]
+        reg_best = [r.text for r in self.engines["reg"].best(n) if r.text != DEFAULT]
+        pairs = [(c, r) for c in cls_best for r in reg_best]
         reason = self.budget_left(proxies)
         if reason is not None:
             self.stopped = reason
-        if not jobs or reason is not None:
+        pairs = pairs[: self.affordable(proxies, top.cost, len(pairs))]
+        if not pairs or reason is not None:
             return
-        results = proxies.evaluate(jobs)
-        self.combos = [
-            {"cls": c, "reg": r, "ap": ap_of(res), "status": res.get("status")}
-            for (c, r, _), res in zip(jobs, results, strict=True)
-        ]
+        jobs = [(c, r, s) for c, r in pairs for s in top.seeds]
+        by_job = dict(zip(jobs, proxies.evaluate(jobs, top.multiplier), strict=True))
+        self.combos = []
+        for c, r in pairs:
+            runs = [by_job[(c, r, s)] for s in top.seeds]
+            aps = [ap_of(x) for x in runs]
+            self.combos.append(
+                {
+                    "cls": c,
+                    "reg": r,
+                    "rung": top.index,
+                    "seeds": list(top.seeds),
+                    "aps": aps,
+                    "ap": statistics.fmean(aps),
+                    "status": runs[0].get("status"),
+                }
+            )
         self.run.append(
             EVENTS,
             [
@@ -296,49 +404,35 @@ class Search:
             ],
         )
 
-    def _final(self, proxies: ProxyRunner) -> None:
-        ev = self.cfg.evolution
-        seeds = [ev.seed + i for i in range(ev.final_seeds)]
-        pub_cls, pub_reg = PUBLISHED[self.cfg.cls_branch]
-        configs = {"default": ("default", "default"), "published": (pub_cls, pub_reg)}
-        # The honest baseline: a short proxy favours losses that train fast, so the found losses must
-        # beat the best named loss the search trained, not only the default.
-        named = self.best_named()
-        found = self.best_pair()
-        if named is not None and named != found:
-            configs["best named"] = named
-        configs["found"] = found
-        if ev.time_limit_s is not None and self.elapsed() >= ev.time_limit_s:
-            seeds = seeds[:1]  # out of time: report the search seed only, and say so
-        jobs = [(c, r, s) for (c, r) in configs.values() for s in seeds]
-        results = proxies.evaluate(jobs)
-        by_job = {job: res for job, res in zip(jobs, results, strict=True)}
-        table = {}
-        for label, (c, r) in configs.items():
-            runs = [by_job[(c, r, s)] for s in seeds]
-            aps = [ap_of(x) for x in runs]
-            table[label] = {
-                "cls": c,
-                "reg": r,
-                "seeds": seeds,
-                "ap": aps,
-                "mean": statistics.fmean(aps),
-                "std": statistics.stdev(aps) if len(aps) > 1 else 0.0,
-                "metrics": [x.get("metrics", {}) for x in runs],
-                "status": [x.get("status") for x in runs],
-            }
-        for label in table:
-            if label != "default":
-                table[label]["vs_default"] = paired_gain(table[label]["ap"], table["default"]["ap"])
-        if "best named" in table:
-            table["found"]["vs_best_named"] = paired_gain(table["found"]["ap"], table["best named"]["ap"])
-        self.summary = {
-            "table": table,
-            "seeds": seeds,
-            "stopped": self.stopped,
-            "proxy_trainings": proxies.count,
-            "elapsed_s": self.elapsed(),
-        }
+    # --- the winners ----------------------------------------------------------------------------
+    def best_pair(self) -> tuple[str, str]:
+        """The best (cls, reg) by rung reached, then mean AP there: combinations, single-branch winners and
+        the anchors (the default and the named losses) on equal terms."""
+        options: list[tuple[int, float, str, str]] = [
+            (c["rung"], c["ap"], c["cls"], c["reg"]) for c in self.combos
+        ]
+        for b, evo in self.engines.items():
+            for r in evo.best(1):
+                cls_, reg_ = self._job(b, r.text)[:2]
+                options.append((r.top_rung, r.ap, cls_, reg_))
+        if not options:
+            return (DEFAULT, DEFAULT)
+        options.sort(key=lambda o: (-o[0], -o[1], o[2], o[3]))
+        return options[0][2], options[0][3]
+
+    def best_named(self) -> tuple[str, str] | None:
+        """The (cls, reg) of the best named loss (the other branch at the default), ranked like every
+        candidate: rung reached, then mean AP there."""
+        options = [
+            (r.top_rung, r.ap, *self._job(b, r.text)[:2])
+            for b, evo in self.engines.items()
+            for r in evo.evaluated.values()
+            if r.status == "ok" and name_of(r.text) is not None
+        ]
+        if not options:
+            return None
+        options.sort(key=lambda o: (-o[0], -o[1], o[2], o[3]))
+        return options[0][2], options[0][3]
 
     # --- checkpoint -----------------------------------------------------------------------------
     def _checkpoint(self, proxies: ProxyRunner) -> None:
@@ -379,17 +473,3 @@ class Search:
         self.stopped = state.get("stopped")
         self.elapsed_before = state.get("elapsed_s", 0.0)
         self._restored_count = state.get("proxy_count", 0)
-
-
-def paired_gain(aps: list[float], base: list[float]) -> dict[str, Any]:
-    """Mean paired gain over seeds, its spread, and whether it exceeds the seed noise.
-
-    "Beyond noise" is deliberately strict: the loss wins on every seed and the mean gain is more than two
-    standard errors of the paired differences.
-    """
-    diffs = [a - b for a, b in zip(aps, base, strict=True)]
-    mean = statistics.fmean(diffs)
-    sd = statistics.stdev(diffs) if len(diffs) > 1 else float("nan")
-    se = sd / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
-    beyond = len(diffs) > 1 and all(d > 0 for d in diffs) and mean > 2 * se
-    return {"mean": mean, "std": sd, "diffs": diffs, "beyond_noise": bool(beyond)}

@@ -9,7 +9,8 @@ MOS score, then the canonical text), never by arrival.
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+import statistics
+from dataclasses import asdict, dataclass, field
 
 from autoloss.expr.parse import parse
 from autoloss.expr.tree import Expr
@@ -18,19 +19,41 @@ from autoloss.spaces.branches import Branch
 from autoloss.spaces.generate import TreeLimits, ramped_half_and_half
 from autoloss.spaces.named import NAMED
 
+DEFAULT = "default"  # the detector's stock loss: trained and ranked like a candidate, never bred from
+
 
 @dataclass
 class Evaluated:
+    """One candidate's proxy history. `rungs` maps a rung index (text: it is a JSON key) to the APs of its
+    trainings there, one per rung seed; `status` and `reason` are those of its rung-0 training."""
+
     text: str
     key: str
     generation: int
     mos_score: float | None
-    ap: float
     status: str
     reason: str = ""
+    rungs: dict[str, list[float]] = field(default_factory=dict)
+    anchor: bool = False  # the default or a named loss: trained whatever the filters say
+
+    @property
+    def top_rung(self) -> int:
+        return max((int(r) for r in self.rungs), default=-1)
+
+    def score(self, rung: int) -> float | None:
+        """Mean AP over the seeds of `rung`, or None if it was not trained there."""
+        aps = self.rungs.get(str(rung))
+        return statistics.fmean(aps) if aps else None
+
+    @property
+    def ap(self) -> float:
+        """The fitness: mean AP at the highest rung reached."""
+        return self.score(self.top_rung) or 0.0
 
     def rank_key(self) -> tuple:
-        return (-self.ap, -(self.mos_score if self.mos_score is not None else float("-inf")), self.text)
+        """Higher rung first, then its mean AP: candidates are compared only on the same rung and seeds."""
+        mos = self.mos_score if self.mos_score is not None else float("-inf")
+        return (-self.top_rung, -self.ap, -mos, self.text)
 
 
 class Evolution:
@@ -80,8 +103,11 @@ class Evolution:
         self.evaluated[result.key] = result
 
     def close_generation(self) -> list[str]:
-        """Pick the parents (best proxy mAP so far: elitism) and advance the generation counter."""
-        ok = sorted((r for r in self.evaluated.values() if r.status == "ok"), key=Evaluated.rank_key)
+        """Pick the parents (best so far by rung, then mAP: elitism) and advance the generation counter."""
+        ok = sorted(
+            (r for r in self.evaluated.values() if r.status == "ok" and r.text != DEFAULT),
+            key=Evaluated.rank_key,
+        )
         self.parents = [r.text for r in ok[: self.parent_count]]
         if not self.parents:
             # Nothing trained yet (all diverged, or no proxy budget): breed from the named losses.

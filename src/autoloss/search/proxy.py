@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
+from autoloss.data_specs import is_generated
 from autoloss.executors.base import TrialTimeout, stop_task
 from autoloss.runs.rundir import RunDir
 from autoloss.search.config import SearchConfig
@@ -42,7 +43,7 @@ def experiment_dict(cfg: SearchConfig) -> dict[str, Any]:
         "data": p.data,
         "images": p.images,
     }
-    if p.data != "shapes":
+    if not is_generated(p.data):
         overrides["image_size"] = None  # the dataset's own default: real photos need more than shapes' 128 px
     for name in ("image_size", "train_size", "val_size"):
         if getattr(p, name) is not None:
@@ -50,8 +51,23 @@ def experiment_dict(cfg: SearchConfig) -> dict[str, Any]:
     return preset(p.preset, train=train, **overrides).to_dict()
 
 
-def eval_id(cls_loss: str, reg_loss: str, seed: int) -> str:
-    return f"{cls_loss}|{reg_loss}|{seed}"
+def eval_id(cls_loss: str, reg_loss: str, seed: int, multiplier: int = 1) -> str:
+    # The proxy length keeps its old id, so caches written before rungs existed stay valid.
+    base = f"{cls_loss}|{reg_loss}|{seed}"
+    return base if multiplier == 1 else f"{base}|x{multiplier}"
+
+
+def scaled(experiment: dict[str, Any], multiplier: int) -> dict[str, Any]:
+    """The experiment with its training length (iterations or epochs) multiplied."""
+    if multiplier == 1:
+        return experiment
+    train = dict(experiment["train"])
+    for name in ("iterations", "epochs"):
+        if train.get(name) is not None:
+            train[name] = int(train[name]) * multiplier
+    # The same recipe, trained longer: the cosine decay spans the whole longer schedule (the warm-up
+    # keeps its length in iterations).
+    return {**experiment, "train": train}
 
 
 class ProxyRunner:
@@ -72,16 +88,20 @@ class ProxyRunner:
         self.slots = max(1, slots)
         self.on_done = on_done
         self.cache: dict[str, dict[str, Any]] = {r["id"]: r["result"] for r in run.read(EVALUATIONS)}
-        self.count = 0  # trainings the search has asked for (cached or not): the budget's unit
+        # Proxy-length trainings the search has asked for (cached or not): the budget's unit, so a 3x
+        # training counts 3.
+        self.count = 0
 
-    def evaluate(self, jobs: list[tuple[str, str, int]]) -> list[dict[str, Any]]:
-        """Results for (cls, reg, seed) jobs, in job order. At most `slots` trainings run at once, and a
-        new one starts as each finishes, so no worker waits for the slowest of a batch."""
+    def evaluate(self, jobs: list[tuple[str, str, int]], multiplier: int = 1) -> list[dict[str, Any]]:
+        """Results for (cls, reg, seed) jobs at `multiplier` times the proxy length, in job order. At most
+        `slots` trainings run at once, and a new one starts as each finishes, so no worker waits for the
+        slowest of a batch."""
         results: dict[int, dict[str, Any]] = {}
         todo: list[int] = []
+        experiment = scaled(self.experiment, multiplier)
         for i, (c, r, s) in enumerate(jobs):
-            self.count += 1
-            cached = self.cache.get(eval_id(c, r, s))
+            self.count += multiplier
+            cached = self.cache.get(eval_id(c, r, s, multiplier))
             if cached is not None:
                 results[i] = cached
             else:
@@ -93,7 +113,7 @@ class ProxyRunner:
                 i, attempt = queue.pop(0)
                 c, r, s = jobs[i]
                 deadline = time.monotonic() + self.timeout if self.timeout is not None else float("inf")
-                running[self.submit(self.task, {**self.experiment, "seed": s}, c, r)] = (i, attempt, deadline)
+                running[self.submit(self.task, {**experiment, "seed": s}, c, r)] = (i, attempt, deadline)
             first_deadline = min(d for _, _, d in running.values())
             wait_s = None if first_deadline == float("inf") else max(0.0, first_deadline - time.monotonic())
             wait(list(running), timeout=wait_s, return_when=FIRST_COMPLETED)
@@ -118,14 +138,14 @@ class ProxyRunner:
                     continue
                 else:
                     result = _failure(f"{type(error).__name__}: {error} (after a retry)")
-                self._finish(jobs[i], result)
+                self._finish(jobs[i], multiplier, result)
                 results[i] = result
         return [results[i] for i in range(len(jobs))]
 
-    def _finish(self, job: tuple[str, str, int], result: dict[str, Any]) -> None:
+    def _finish(self, job: tuple[str, str, int], multiplier: int, result: dict[str, Any]) -> None:
         c, r, s = job
-        key = eval_id(c, r, s)
-        record = {"id": key, "cls": c, "reg": r, "seed": s, "result": result}
+        key = eval_id(c, r, s, multiplier)
+        record = {"id": key, "cls": c, "reg": r, "seed": s, "multiplier": multiplier, "result": result}
         self.run.append(EVALUATIONS, [record])
         self.cache[key] = result
         if self.on_done is not None:

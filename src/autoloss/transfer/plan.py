@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autoloss.data_specs import is_generated
 from autoloss.errors import AutolossError
 from autoloss.search.config import DETECTOR_BRANCH
 from autoloss.spaces.named import DEFAULTS, NAMED
@@ -58,7 +59,7 @@ def plan_transfer(
         if d not in DETECTOR_BRANCH:
             raise TransferError(f"unknown detector {d!r}; detectors: {', '.join(DETECTOR_BRANCH)}")
     for data in datasets:
-        if data != "shapes" and not Path(data).is_file():
+        if not is_generated(data) and not Path(data).is_file():
             raise TransferError(f"dataset {data!r} is neither 'shapes' nor an existing COCO JSON file")
     if seeds < 1:
         raise TransferError(f"--seeds must be positive, got {seeds}")

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from autoloss.data_specs import is_generated
 from autoloss.executors import make_executor
 from autoloss.runs.rundir import RunDir
 from autoloss.search.config import ProxySettings, SearchConfig
@@ -19,7 +20,7 @@ PROXY_ITERATIONS = ProxySettings().iterations or 300
 
 
 def cell_name(detector: str, data: str) -> str:
-    stem = "shapes" if data == "shapes" else Path(data).parent.name or Path(data).stem
+    stem = data if is_generated(data) else Path(data).parent.name or Path(data).stem
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{detector}-{stem}")
 
 

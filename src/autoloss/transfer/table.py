@@ -1,4 +1,5 @@
-"""Aggregate transfer records into mean ± std per cell, paired gains over seeds, Markdown, CSV and a plot."""
+"""Aggregate transfer records into mean ± std per cell, paired gains over seeds (95 % t interval, see
+autoloss.stats), Markdown, CSV and a plot."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from autoloss.search.driver import paired_gain
+from autoloss.data_specs import is_generated
+from autoloss.stats import paired_comparison
 
 METRICS = ("AP", "AP50", "AP75")
 
@@ -39,25 +41,23 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         base = by_cell.get((row["detector"], row["data"], "default"))
         if base is not None and row["label"] != "default":
-            row["vs_default"] = paired_gain(row["AP"], base["AP"])
+            row["vs_default"] = paired_comparison(row["AP"], base["AP"])
     return rows
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
+    from autoloss.search.outputs import gain_cells
     from autoloss.spaces.named import label as short
 
     lines = [
-        "| detector | data | losses | cls | reg | mAP | AP50 | AP75 | Δ mAP vs default | beyond noise |",
+        "| detector | data | losses | cls | reg | mAP | AP50 | AP75 | Δ mAP vs default [95 % CI] | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         gain = r.get("vs_default")
-        data = "shapes" if r["data"] == "shapes" else Path(r["data"]).parent.name
+        data = r["data"] if is_generated(r["data"]) else Path(r["data"]).parent.name
         cells = [f"{r[f'{m}_mean']:.4f} ± {r[f'{m}_std']:.4f}" for m in METRICS]
-        if gain:
-            cells += [f"{gain['mean']:+.4f} ± {gain['std']:.4f}", "yes" if gain["beyond_noise"] else "no"]
-        else:
-            cells += ["—", "—"]
+        cells += list(gain_cells(gain))
         head = [r["detector"], data, r["label"], f"`{short(r['cls'], 40)}`", f"`{short(r['reg'], 40)}`"]
         lines.append("| " + " | ".join(head + cells) + " |")
     return "\n".join(lines) + "\n"
@@ -68,6 +68,10 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     fields += [f"{m}_{s}" for m in METRICS for s in ("mean", "std")] + [
         "gain_mean",
         "gain_std",
+        "gain_ci_low",
+        "gain_ci_high",
+        "p_value",
+        "verdict",
         "beyond_noise",
     ]
     buf = io.StringIO()
@@ -81,6 +85,10 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
                 "seeds": " ".join(map(str, r["seeds"])),
                 "gain_mean": gain.get("mean", ""),
                 "gain_std": gain.get("std", ""),
+                "gain_ci_low": (gain.get("ci") or ["", ""])[0],
+                "gain_ci_high": (gain.get("ci") or ["", ""])[1],
+                "p_value": gain.get("p_value", ""),
+                "verdict": gain.get("verdict", ""),
                 "beyond_noise": gain.get("beyond_noise", ""),
             }
         )
@@ -109,7 +117,7 @@ def bar_plot(rows: list[dict[str, Any]], path: Path) -> Path:
                 ys.append(r["AP_mean"])
                 es.append(r["AP_std"])
         ax.bar(xs, ys, width=width, yerr=es, capsize=2, label=label)
-    names = [f"{d}\n{'shapes' if data == 'shapes' else Path(data).parent.name}" for d, data in cells]
+    names = [f"{d}\n{data if is_generated(data) else Path(data).parent.name}" for d, data in cells]
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cells))], names, fontsize=8)
     ax.set_ylabel("mAP (mean ± std over seeds)")
     ax.legend(fontsize=7, ncol=2)

@@ -1,0 +1,88 @@
+"""Rank agreement between a proxy's scores and a target's, with uncertainty.
+
+Kendall τ and Spearman ρ come from scipy.stats; their 95 % intervals from a paired bootstrap over the
+panel's losses (scipy.stats.bootstrap, percentile method, fixed seed): with a dozen losses an interval is
+wide, and saying so is the point. Top-k agreement asks the question a search cares about: is the proxy's
+best loss among the target's best?
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+
+
+def _tau(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray | float:
+    from scipy.stats import kendalltau
+
+    if x.ndim == 1:
+        return kendalltau(x, y).statistic
+    # A resample that repeats one loss has no ranking: it counts as no agreement (0), not as NaN.
+    return np.nan_to_num([kendalltau(a, b).statistic for a, b in zip(x, y, strict=True)], nan=0.0)
+
+
+def _rho(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray | float:
+    from scipy.stats import spearmanr
+
+    if x.ndim == 1:
+        return spearmanr(x, y).statistic
+    return np.nan_to_num([spearmanr(a, b).statistic for a, b in zip(x, y, strict=True)], nan=0.0)
+
+
+def _ci(stat, x: np.ndarray, y: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
+    from scipy.stats import bootstrap
+
+    if len(x) < 4:
+        return (math.nan, math.nan)
+    res = bootstrap(
+        (x, y),
+        stat,
+        paired=True,
+        vectorized=True,
+        n_resamples=resamples,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    lo, hi = res.confidence_interval
+    return (float(lo), float(hi))
+
+
+def top_k_overlap(proxy, target, k: int) -> float:
+    """|proxy's top k ∩ target's top k| / k (ties broken by panel order)."""
+    proxy, target = np.asarray(proxy, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    k = min(k, len(proxy))
+    a = set(np.argsort(-proxy, kind="stable")[:k].tolist())
+    b = set(np.argsort(-target, kind="stable")[:k].tolist())
+    return len(a & b) / k
+
+
+def rank_agreement(
+    proxy: list[float], target: list[float], *, resamples: int = 2000, seed: int = 0
+) -> dict[str, Any]:
+    """τ, ρ (with bootstrap 95 % CIs), top-1 in target's top-3, top-3 overlap, for paired scores."""
+    x = np.asarray(proxy, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"proxy and target need one score per loss each, got {x.shape} and {y.shape}")
+    if len(x) < 3:
+        raise ValueError(f"rank agreement needs at least 3 losses, got {len(x)}")
+    # scipy warns about resamples whose ranks are all tied; they are handled above.
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tau, rho = float(_tau(x, y)), float(_rho(x, y))
+        tau_ci = _ci(_tau, x, y, resamples, seed)
+        rho_ci = _ci(_rho, x, y, resamples, seed)
+    best = int(np.argmax(x))
+    target_top3 = set(np.argsort(-y, kind="stable")[:3].tolist())
+    return {
+        "n": len(x),
+        "kendall_tau": tau,
+        "kendall_tau_ci": tau_ci,
+        "spearman_rho": rho,
+        "spearman_rho_ci": rho_ci,
+        "top1_in_target_top3": best in target_top3,
+        "top3_overlap": top_k_overlap(x, y, 3),
+    }

@@ -1,0 +1,127 @@
+"""Tasks a panel is trained on, and the training itself: every (task, loss pair, seed) through the
+search's proxy runner, cached on disk per task (`<out>/tasks/<task>/evaluations.jsonl`), so an
+interrupted fidelity run re-run with the same `--out` trains only what is missing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autoloss.data_specs import is_generated
+from autoloss.errors import AutolossError
+from autoloss.executors import make_executor
+from autoloss.runs.rundir import RunDir
+from autoloss.search.config import DETECTOR_BRANCH, SearchConfig
+from autoloss.search.proxy import ProxyRunner, ap_of
+
+
+class FidelityError(AutolossError):
+    """A fidelity request that cannot work; the message says what would."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One training protocol: a detector on a dataset at an image size for a number of iterations."""
+
+    detector: str
+    data: str
+    image_size: int | None
+    iterations: int
+    backbone: str = "tiny"
+
+    @property
+    def name(self) -> str:
+        stem = self.data if is_generated(self.data) else Path(self.data).parent.name or Path(self.data).stem
+        size = f"{self.image_size}px" if self.image_size else "native"
+        return re.sub(
+            r"[^A-Za-z0-9_.-]", "_", f"{self.detector}-{self.backbone}-{stem}-{size}-{self.iterations}it"
+        )
+
+    def config(self, device: str = "cpu") -> SearchConfig:
+        return SearchConfig().replace(
+            proxy={
+                "detector": self.detector,
+                "backbone": self.backbone,
+                "data": self.data,
+                "image_size": self.image_size,
+                "iterations": self.iterations,
+                "epochs": None,
+                "device": device,
+            }
+        )
+
+
+def parse_task(text: str, backbone: str = "tiny") -> TaskSpec:
+    """`DETECTOR:DATA:SIZE:ITERATIONS`, e.g. `fcos:shapes:256:300`; SIZE may be `native` (the dataset's own
+    default). DATA is `shapes`, `shapes-dense` or a COCO annotations JSON."""
+    parts = text.split(":")
+    if len(parts) < 4:
+        raise FidelityError(
+            f"task {text!r} must read DETECTOR:DATA:SIZE:ITERATIONS, e.g. fcos:shapes:128:300"
+        )
+    detector, size, iters = parts[0], parts[-2], parts[-1]
+    data = ":".join(parts[1:-2])
+    if detector not in DETECTOR_BRANCH:
+        raise FidelityError(
+            f"task {text!r}: unknown detector {detector!r}; detectors: {', '.join(DETECTOR_BRANCH)}"
+        )
+    if not is_generated(data) and not Path(data).is_file():
+        raise FidelityError(
+            f"task {text!r}: dataset {data!r} is neither 'shapes' nor an existing COCO JSON file"
+        )
+    try:
+        image_size = None if size == "native" else int(size)
+        iterations = int(iters)
+    except ValueError:
+        raise FidelityError(
+            f"task {text!r}: SIZE and ITERATIONS must be integers (SIZE may be 'native')"
+        ) from None
+    if image_size is not None and (image_size < 32 or image_size % 32):
+        raise FidelityError(f"task {text!r}: image size must be a positive multiple of 32, got {image_size}")
+    if iterations < 1:
+        raise FidelityError(f"task {text!r}: iterations must be positive, got {iterations}")
+    return TaskSpec(detector, data, image_size, iterations, backbone)
+
+
+def train_panel(
+    tasks: list[TaskSpec],
+    pairs: list[tuple[str, str]],
+    seeds: list[int],
+    out: str | Path,
+    *,
+    device: str = "cpu",
+    backend: str = "process",
+    workers: int = 2,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train every (cls, reg) pair on every task and seed; one record per training (AP 0 if it failed)."""
+    out = Path(out)
+    executor = make_executor(backend, workers)
+    records: list[dict[str, Any]] = []
+    try:
+        for task in tasks:
+            task_dir = out / "tasks" / task.name
+            task_dir.mkdir(parents=True, exist_ok=True)
+            runner = ProxyRunner(
+                task.config(device), RunDir(task_dir), executor.submit, executor.slots, on_done=progress
+            )
+            jobs = [(c, r, s) for c, r in pairs for s in seeds]
+            for (c, r, s), res in zip(jobs, runner.evaluate(jobs), strict=True):
+                records.append(
+                    {
+                        "task": task.name,
+                        "cls": c,
+                        "reg": r,
+                        "seed": s,
+                        "ap": ap_of(res),
+                        "status": res.get("status"),
+                        "metrics": res.get("metrics", {}),
+                    }
+                )
+    finally:
+        executor.shutdown()
+    return records

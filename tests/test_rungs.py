@@ -1,0 +1,80 @@
+"""Rungs: parsing, disjoint seeds, promotion counts, and what a longer rung costs the proxy runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from autoloss.executors import make_executor
+from autoloss.runs.rundir import RunDir
+from autoloss.search.config import ConfigError, budget_config, validate
+from autoloss.search.proxy import EVALUATIONS, ProxyRunner, eval_id
+from autoloss.search.rungs import RungError, held_out_seeds, ladder, parse_rungs, promote_count
+
+
+def test_parse_rungs_reads_multiplier_by_seeds():
+    assert parse_rungs("1x1,3x2") == ((1, 1), (3, 2))
+    assert parse_rungs(" 1x1 , 2x2, 6x3 ") == ((1, 1), (2, 2), (6, 3))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("3", "MULTIPLIERxSEEDS"),
+        ("1x1,x2", "MULTIPLIERxSEEDS"),
+        ("1x0", "positive"),
+        ("3x1,1x2", "cannot train shorter"),
+        ("1.5x2", "MULTIPLIERxSEEDS"),
+    ],
+)
+def test_bad_rungs_are_refused_with_the_fix(text, message):
+    with pytest.raises(RungError, match=message):
+        parse_rungs(text)
+
+
+def test_every_rung_and_the_final_get_their_own_seeds():
+    rungs = ladder("1x1,3x2,9x3", base_seed=10)
+    assert [r.seeds for r in rungs] == [(10,), (11, 12), (13, 14, 15)]
+    assert [r.cost for r in rungs] == [1, 6, 27]
+    final = held_out_seeds(rungs, 3)
+    assert final == [16, 17, 18]
+    used = {s for r in rungs for s in r.seeds}
+    assert not used & set(final)
+
+
+@pytest.mark.parametrize(("pool", "expected"), [(0, 0), (1, 1), (2, 1), (3, 1), (6, 2), (9, 3), (10, 3)])
+def test_promote_count_is_the_fraction_floored_and_at_least_one(pool, expected):
+    assert promote_count(pool, 0.34) == expected
+
+
+def test_config_refuses_bad_rungs_and_promote():
+    with pytest.raises(ConfigError, match="MULTIPLIERxSEEDS"):
+        validate(budget_config("smoke").replace(evolution={"rungs": "abc"}))
+    with pytest.raises(ConfigError, match="--promote must be a fraction"):
+        validate(budget_config("smoke").replace(evolution={"promote": 1.5}))
+
+
+def echo_length(experiment, cls_loss, reg_loss):
+    """A stand-in training that reports the length it was asked for."""
+    return {"status": "ok", "metrics": {"AP": 0.1}, "iterations": experiment["train"]["iterations"]}
+
+
+def test_a_longer_rung_trains_longer_costs_more_and_is_cached_apart(tmp_path):
+    cfg = budget_config("smoke")
+    run = RunDir.create(tmp_path / "run", cfg.to_dict())
+    executor = make_executor("serial")
+    runner = ProxyRunner(cfg, run, executor.submit, executor.slots, task=echo_length)
+    base = runner.experiment["train"]["iterations"]
+    [short] = runner.evaluate([("a", "b", 0)])
+    [long] = runner.evaluate([("a", "b", 0)], multiplier=3)
+    assert (short["iterations"], long["iterations"]) == (base, 3 * base)
+    assert runner.count == 1 + 3  # the budget counts proxy-length trainings
+    ids = [json.loads(line)["id"] for line in (Path(run.path) / EVALUATIONS).read_text().splitlines()]
+    assert ids == [eval_id("a", "b", 0), eval_id("a", "b", 0, 3)] and ids[0] != ids[1]
+    # Cached: asking again trains nothing, but still counts against the budget.
+    runner.evaluate([("a", "b", 0)], multiplier=3)
+    assert runner.count == 7
+    assert len((Path(run.path) / EVALUATIONS).read_text().splitlines()) == 2
