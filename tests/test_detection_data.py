@@ -47,6 +47,22 @@ def test_shapes_content_is_sane():
     assert not data.images.flags.writeable  # cached arrays are shared: nobody may write into them
 
 
+def test_shapes_dense_has_more_smaller_objects_and_is_deterministic():
+    plain = generate_shapes("val", 60, 128, seed=0)
+    dense = generate_shapes("val", 60, 128, seed=0, style="shapes-dense")
+    counts = [len(b) for b in dense.boxes]
+    assert 3 <= min(counts) and max(counts) <= 12
+    assert np.mean(counts) > 1.5 * np.mean([len(b) for b in plain.boxes])
+    boxes = np.concatenate(dense.boxes)
+    sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    assert sides.min() >= 6 - 1e-3 and sides.max() <= 40 + 1e-3
+    assert np.median(sides) < 20  # log-uniform sizes: most objects are small
+    loaded = load_dataset("shapes-dense", seed=0, train_size=4, val_size=60)
+    assert np.array_equal(loaded.val.images, dense.images)
+    with pytest.raises(ValueError, match="unknown shapes style"):
+        generate_shapes("val", 2, style="shapes-huge")
+
+
 def test_shapes_rejects_bad_arguments():
     with pytest.raises(ValueError, match="split"):
         generate_shapes("test", 3)

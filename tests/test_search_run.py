@@ -111,7 +111,7 @@ def test_promotion_accounting_rung_histories_and_held_out_seeds(reference):
     summary, path = reference
     events = _read_jsonl(path / "events.jsonl")
     rungs = summary["rungs"]
-    assert [(r["multiplier"], len(r["seeds"])) for r in rungs] == [(1, 1), (3, 2)]
+    assert [(r["multiplier"], len(r["seeds"])) for r in rungs] == [(1, 1), (2, 2)]
     used = {s for r in rungs for s in r["seeds"]}
     assert not used & set(summary["seeds"])  # the final never re-uses a selection seed
     promotes = [e for e in events if e["stage"] == "promote"]
@@ -168,7 +168,7 @@ def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(reference
     records = _read_jsonl(path / "evaluations.jsonl")
     # In the anchors' trainings, or in the middle of a promotion: after the first rung-1 training.
     finished = (
-        4 if where == "baseline" else 1 + next(i for i, r in enumerate(records) if r.get("multiplier") == 3)
+        4 if where == "baseline" else 1 + next(i for i, r in enumerate(records) if r.get("multiplier") == 2)
     )
     finished_before = kill_search_after(args, out, finished=finished)
     evaluations = out / "evaluations.jsonl"

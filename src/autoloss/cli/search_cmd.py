@@ -29,7 +29,11 @@ def _positive(ctx, param, value):
     default=None,
     help="Proxy backbone [tiny].",
 )
-@click.option("--data", default=None, help="'shapes' (built in) or a COCO annotations JSON [shapes].")
+@click.option(
+    "--data",
+    default=None,
+    help="'shapes', 'shapes-dense' (built in) or a COCO annotations JSON [shapes-dense].",
+)
 @click.option("--images", default=None, help="Image folder for --data JSON [the JSON's folder].")
 @click.option(
     "--branch",
@@ -37,7 +41,7 @@ def _positive(ctx, param, value):
     default=None,
     help="Which loss to search; the other stays at the detector's default [both].",
 )
-@click.option("--generations", type=int, default=None, callback=_positive, help="Generations per branch [3].")
+@click.option("--generations", type=int, default=None, callback=_positive, help="Generations per branch [2].")
 @click.option(
     "--offspring",
     type=int,
@@ -56,8 +60,8 @@ def _positive(ctx, param, value):
 @click.option(
     "--rungs",
     default=None,
-    help="Multi-fidelity rungs, MULTIPLIERxSEEDS each: 1x1,3x2 = the proxy length on 1 seed, then 3x "
-    "the length on 2 new seeds for the promoted [1x1,3x2].",
+    help="Multi-fidelity rungs, MULTIPLIERxSEEDS each: 1x1,2x2 = the proxy length on 1 seed, then 2x "
+    "the length on 2 new seeds for the promoted [1x1,2x2].",
 )
 @click.option(
     "--promote",
@@ -70,7 +74,7 @@ def _positive(ctx, param, value):
     type=int,
     default=None,
     callback=_positive,
-    help="Proxy training length in iterations [400].",
+    help="Proxy training length in iterations [300].",
 )
 @click.option(
     "--proxy-epochs",

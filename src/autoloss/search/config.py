@@ -23,17 +23,17 @@ class ConfigError(AutolossError, ValueError):
 @dataclass(frozen=True)
 class EvolutionConfig:
     branch: str = "both"  # cls | reg | both
-    generations: int = 3
+    generations: int = 2
     offspring: int = 2000  # candidates generated per generation, before the filters
     top_k: int = 4  # best MOS scores per generation that get a proxy training
     parents: int = 4  # best proxy mAP that breed the next generation (elitism: best so far)
     max_depth: int = 6
     max_size: int = 40
     crossover_rate: float = 0.3
-    combine_top: int = 2  # with branch "both": the best this many cls x reg losses are tried together
+    combine_top: int = 1  # with branch "both": the best this many cls x reg losses are tried together
     # Multi-fidelity promotion (search/rungs.py): MULTIPLIERxSEEDS per rung, and the fraction of each
     # rung's trained candidates that moves up.
-    rungs: str = "1x1,3x2"
+    rungs: str = "1x1,2x2"
     promote: float = 0.34
     final_seeds: int = 3  # held-out seeds (no rung uses them) the final comparison re-trains on
     max_proxy_evals: int | None = None
@@ -54,7 +54,9 @@ class FilterConfig:
 class ProxySettings:
     detector: str = "fcos"
     backbone: str = "tiny"
-    data: str = "shapes"
+    # shapes-dense ranked the fidelity panel closer to the real datasets than shapes at the same cost
+    # (BENCHMARKS.md, "Proxy fidelity"); neither ranks like them well.
+    data: str = "shapes-dense"
     images: str | None = None
     preset: str = "fcos-shapes"
     iterations: int | None = 300
@@ -128,8 +130,8 @@ class SearchConfig:
 
 # Named budgets: what `--budget` selects before individual flags override it.
 BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
-    # About 10 minutes on 2 CPU cores (9 min 15 s measured): 3 generations per branch, 4 proxy trainings each,
-    # 300-iteration proxy.
+    # About 13 minutes on 2 CPU cores: 2 generations per branch, 4 rung-0 trainings each (300 iterations of
+    # FCOS-tiny on shapes-dense), promotion to 2x on 2 more seeds, the final at 2x on 3 held-out seeds.
     "default": {},
     # About a minute: a first try and the end-to-end tests.
     "smoke": {
@@ -141,7 +143,7 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
             "final_seeds": 2,
             "combine_top": 1,
         },
-        "proxy": {"preset": "tiny", "iterations": 30},
+        "proxy": {"preset": "tiny", "data": "shapes", "iterations": 30},
     },
 }
 
