@@ -87,7 +87,7 @@ def test_survivors_come_from_a_run_best_mos_first_alternating_branches(tmp_path)
         ("default", "Sub(1,Div(I,U))"),
         ("Mul(PY,X)", "default"),
     ]
-    with pytest.raises(FidelityError, match="no events.jsonl"):
+    with pytest.raises(FidelityError, match=r"no events\.jsonl"):
         survivors_from_run(tmp_path / "nothing", 2, "cls-sigmoid")
 
 
