@@ -107,7 +107,7 @@ def verdict(table: dict[str, dict[str, Any]], kind: str) -> str:
     gain = found.get("vs_best_named")
     if gain is None:
         return f"The found losses ({which}) vs the default on held-out seeds: {_phrase(found['vs_default'])}."
-    beats = {"better": "beats", "worse": "is worse than"}.get(gain["verdict"])
+    beats = {"better": "beat", "worse": "are worse than"}.get(gain["verdict"])
     named = table["best named"]
     named_s = " + ".join(short(t) for t in (named["cls"], named["reg"]) if t != DEFAULT) or "default"
     if beats is None:
