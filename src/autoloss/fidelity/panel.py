@@ -13,9 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoloss.spaces.named import DEFAULTS, NAMED
-
-PUBLISHED = {"cls-sigmoid": ("cse-b-cls", "cse-b-reg"), "cls-softmax": ("cse-a-cls", "cse-a-reg")}
+from autoloss.spaces.named import DEFAULTS, NAMED, PUBLISHED
+from autoloss.transfer.plan import unique_pairs as unique
 
 _P = "Sig(X)"
 # Hand-made one-stage variants (the detector multiplies every cls-sigmoid loss by focal's alpha_t).
@@ -103,14 +102,4 @@ def survivors_from_run(run_dir: str | Path, count: int, cls_branch: str) -> list
                 out.append(
                     PanelEntry(label, text, "default") if b != "reg" else PanelEntry(label, "default", text)
                 )
-    return out
-
-
-def unique(entries: list[PanelEntry]) -> list[PanelEntry]:
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for e in entries:
-        if (e.cls, e.reg) not in seen:
-            seen.add((e.cls, e.reg))
-            out.append(e)
     return out

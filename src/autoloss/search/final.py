@@ -13,10 +13,8 @@ from typing import Any
 
 from autoloss.search.engine import DEFAULT
 from autoloss.search.proxy import ProxyRunner, ap_of
-from autoloss.spaces.named import name_of
+from autoloss.spaces.named import PUBLISHED, name_of
 from autoloss.stats import paired_comparison
-
-PUBLISHED = {"cls-sigmoid": ("cse-b-cls", "cse-b-reg"), "cls-softmax": ("cse-a-cls", "cse-a-reg")}
 
 
 def found_kind(pair: tuple[str, str]) -> str:

@@ -68,6 +68,9 @@ NAMED: dict[str, NamedLoss] = {
 # The detector default each branch falls back to when a search leaves it alone.
 DEFAULTS = {"cls-softmax": "ce", "cls-sigmoid": "focal", "reg": "giou"}
 
+# The published pair for each classification branch: CSE-Autoloss-B for one-stage heads, -A for two-stage.
+PUBLISHED = {"cls-sigmoid": ("cse-b-cls", "cse-b-reg"), "cls-softmax": ("cse-a-cls", "cse-a-reg")}
+
 
 def name_of(text: str) -> str | None:
     """The named loss whose expression is exactly `text`, if any (for readable tables)."""

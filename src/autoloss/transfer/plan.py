@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from autoloss.data_specs import is_generated
 from autoloss.errors import AutolossError
 from autoloss.search.config import DETECTOR_BRANCH
-from autoloss.spaces.named import DEFAULTS, NAMED
-
-PUBLISHED = {"cls-sigmoid": ("cse-b-cls", "cse-b-reg"), "cls-softmax": ("cse-a-cls", "cse-a-reg")}
+from autoloss.spaces.named import DEFAULTS, NAMED, PUBLISHED
 
 
 class TransferError(AutolossError):
@@ -97,13 +96,13 @@ def plan_transfer(
                     rows.append(Row(n.name, n.text, "default"))
                 elif n.branch == "reg":
                     rows.append(Row(n.name, "default", n.text))
-        plan.rows[d] = _unique(rows)
+        plan.rows[d] = unique_pairs(rows)
     return plan
 
 
-def _unique(rows: list[Row]) -> list[Row]:
-    """One row per distinct pair of losses; the first label wins (a found loss that equals a named one
-    stays "found")."""
+def unique_pairs(rows: list[Any]) -> list[Any]:
+    """One row per distinct (cls, reg) pair of losses (rows of any type with those attributes); the first
+    label wins (a found loss that equals a named one stays "found")."""
     seen: set[tuple[str, str]] = set()
     out = []
     for r in rows:
