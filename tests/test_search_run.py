@@ -223,3 +223,28 @@ def test_resume_allows_only_runtime_overrides(reference):
     _, path = reference
     with pytest.raises(ConfigError, match="resume can only change how the work runs"):
         resume_search(path, {"evolution": {"seed": 5}})
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="needs a machine where --device cuda cannot train"
+)
+def test_a_proxy_where_every_training_fails_stops_with_a_clear_reason(tmp_path):
+    out = tmp_path / "broken"
+    r = CliRunner().invoke(
+        cli,
+        [
+            "search",
+            "--budget",
+            "smoke",
+            "--backend",
+            "serial",
+            "--device",
+            "cuda",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
+    assert r.exit_code == 2, r.output
+    assert "every baseline proxy training failed" in r.output and "autoloss resume" in r.output
+    assert "Traceback" not in r.output and not (out / "summary.json").exists()

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from autoloss.errors import AutolossError
 from autoloss.executors import make_executor
 from autoloss.runs.rundir import RunDir
 from autoloss.search.config import SearchConfig, validate
@@ -33,6 +34,12 @@ from autoloss.spaces.generate import TreeLimits
 from autoloss.spaces.named import DEFAULTS, NAMED, name_of
 
 EVENTS = "events.jsonl"
+
+
+class ProxyBroken(AutolossError):
+    """Every baseline proxy training failed: the proxy task, not a loss, is at fault."""
+
+
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -162,6 +169,16 @@ class Search:
         pairs = list(dict.fromkeys(self._job(b, t)[:2] for b, t, _ in entries))
         jobs = [(c, r, s) for c, r in pairs for s in rung0.seeds]
         by_job = dict(zip(jobs, proxies.evaluate(jobs, rung0.multiplier), strict=True))
+        if all(r.get("status") == "failed" for r in by_job.values()):
+            # Not one anchor trained (a diverged loss still trained): the proxy itself is broken — bad data,
+            # an absent device, workers that cannot start. Ranking zeros would report a meaningless "found"
+            # pair, so the search stops here; nothing was checkpointed, so `resume` retries the baseline.
+            reason = next(iter(by_job.values())).get("reason", "no reason recorded")
+            raise ProxyBroken(
+                f"every baseline proxy training failed ({len(by_job)} of {len(by_job)}), e.g.: "
+                f"{reason.strip().splitlines()[0] if reason.strip() else reason} — fix the proxy task "
+                "(data, --device, workers), then `autoloss resume` the run directory"
+            )
         events = []
         for b, text, key in entries:
             c, r = self._job(b, text)[:2]
