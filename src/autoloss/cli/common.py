@@ -32,3 +32,32 @@ def fail_on_user_error(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(2)
 
     return wrapper
+
+
+def training_options(default_out: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options every command that trains a batch of detectors shares: --workers, --backend, --device
+    and a cached --out folder."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        options = [
+            click.option("--workers", type=int, default=2, show_default=True),
+            click.option(
+                "--backend",
+                type=click.Choice(["serial", "process", "ray"]),
+                default="process",
+                show_default=True,
+            ),
+            click.option("--device", default="cpu", show_default=True),
+            click.option(
+                "--out",
+                type=click.Path(file_okay=False),
+                default=default_out,
+                show_default=True,
+                help="Output folder; finished trainings there are reused when re-run.",
+            ),
+        ]
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from autoloss.cli.common import fail_on_user_error
+from autoloss.cli.common import fail_on_user_error, training_options
 
 DEFAULT_PROXY = "fcos:shapes:128:300"
 
@@ -48,18 +48,7 @@ DEFAULT_PROXY = "fcos:shapes:128:300"
     help="Include the built-in panel: defaults, named and published losses, hand-made variants.",
 )
 @click.option("--seeds", type=int, default=2, show_default=True, help="Seeds per loss and task.")
-@click.option("--workers", type=int, default=2, show_default=True)
-@click.option(
-    "--backend", type=click.Choice(["serial", "process", "ray"]), default="process", show_default=True
-)
-@click.option("--device", default="cpu", show_default=True)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False),
-    default="runs/fidelity",
-    show_default=True,
-    help="Output folder; finished trainings there are reused when re-run.",
-)
+@training_options("runs/fidelity")
 @fail_on_user_error
 def fidelity(
     proxies, targets, from_run, survivors, losses, panel, seeds, workers, backend, device, out

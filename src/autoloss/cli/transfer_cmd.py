@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from autoloss.cli.common import fail_on_user_error
+from autoloss.cli.common import fail_on_user_error, training_options
 from autoloss.search.config import ProxySettings
 
 
@@ -57,18 +57,7 @@ def _split(value: str) -> list[str]:
     show_default=True,
     help="Also train every named loss of each branch (the honest baselines).",
 )
-@click.option("--workers", type=int, default=2, show_default=True)
-@click.option(
-    "--backend", type=click.Choice(["serial", "process", "ray"]), default="process", show_default=True
-)
-@click.option("--device", default="cpu", show_default=True)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False),
-    default="runs/transfer",
-    show_default=True,
-    help="Output folder; finished trainings there are reused when re-run.",
-)
+@training_options("runs/transfer")
 @fail_on_user_error
 def transfer(
     cls_loss,
