@@ -32,7 +32,6 @@ class LiveDisplay:
         promoted = sum(round(per_branch * ev.promote**i) * s for i, (_, s) in enumerate(rungs) if i > 0)
         self.expected = 8 + n_branches * (per_branch + promoted) + combos * rungs[-1][1] + 4 * ev.final_seeds
         self.done = 0
-        self.done = 0
 
     def __enter__(self) -> LiveDisplay:
         if self.enabled:

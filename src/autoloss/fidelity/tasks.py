@@ -5,7 +5,6 @@ interrupted fidelity run re-run with the same `--out` trains only what is missin
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from autoloss.executors import make_executor
 from autoloss.runs.rundir import RunDir
 from autoloss.search.config import DETECTOR_BRANCH, SearchConfig
 from autoloss.search.proxy import ProxyRunner, ap_of
+from autoloss.transfer.run import cell_config, data_stem, safe_name
 
 
 class FidelityError(AutolossError):
@@ -35,23 +35,12 @@ class TaskSpec:
 
     @property
     def name(self) -> str:
-        stem = self.data if is_generated(self.data) else Path(self.data).parent.name or Path(self.data).stem
         size = f"{self.image_size}px" if self.image_size else "native"
-        return re.sub(
-            r"[^A-Za-z0-9_.-]", "_", f"{self.detector}-{self.backbone}-{stem}-{size}-{self.iterations}it"
-        )
+        return safe_name(f"{self.detector}-{self.backbone}-{data_stem(self.data)}-{size}-{self.iterations}it")
 
     def config(self, device: str = "cpu") -> SearchConfig:
-        return SearchConfig().replace(
-            proxy={
-                "detector": self.detector,
-                "backbone": self.backbone,
-                "data": self.data,
-                "image_size": self.image_size,
-                "iterations": self.iterations,
-                "epochs": None,
-                "device": device,
-            }
+        return cell_config(
+            self.detector, self.data, self.iterations, None, device, self.backbone, self.image_size
         )
 
 
@@ -109,19 +98,19 @@ def train_panel(
             runner = ProxyRunner(
                 task.config(device), RunDir(task_dir), executor.submit, executor.slots, on_done=progress
             )
-            jobs = [(c, r, s) for c, r in pairs for s in seeds]
-            for (c, r, s), res in zip(jobs, runner.evaluate(jobs), strict=True):
-                records.append(
-                    {
-                        "task": task.name,
-                        "cls": c,
-                        "reg": r,
-                        "seed": s,
-                        "ap": ap_of(res),
-                        "status": res.get("status"),
-                        "metrics": res.get("metrics", {}),
-                    }
-                )
+            for (c, r), runs in runner.evaluate_pairs(pairs, seeds).items():
+                for s, res in zip(seeds, runs, strict=True):
+                    records.append(
+                        {
+                            "task": task.name,
+                            "cls": c,
+                            "reg": r,
+                            "seed": s,
+                            "ap": ap_of(res),
+                            "status": res.get("status"),
+                            "metrics": res.get("metrics", {}),
+                        }
+                    )
     finally:
         executor.shutdown()
     return records

@@ -166,23 +166,23 @@ class Search:
                 self.seen_keys[b].add(key)
                 self.seen_syntax[b].add(parse(n.text).key)
                 entries.append((b, n.text, key))
-        pairs = list(dict.fromkeys(self._job(b, t)[:2] for b, t, _ in entries))
-        jobs = [(c, r, s) for c, r in pairs for s in rung0.seeds]
-        by_job = dict(zip(jobs, proxies.evaluate(jobs, rung0.multiplier), strict=True))
-        if all(r.get("status") == "failed" for r in by_job.values()):
+        by_pair = proxies.evaluate_pairs(
+            [self._job(b, t)[:2] for b, t, _ in entries], rung0.seeds, rung0.multiplier
+        )
+        results = [r for runs in by_pair.values() for r in runs]
+        if all(r.get("status") == "failed" for r in results):
             # Not one anchor trained (a diverged loss still trained): the proxy itself is broken — bad data,
             # an absent device, workers that cannot start. Ranking zeros would report a meaningless "found"
             # pair, so the search stops here; nothing was checkpointed, so `resume` retries the baseline.
-            reason = next(iter(by_job.values())).get("reason", "no reason recorded")
+            reason = results[0].get("reason", "no reason recorded")
             raise ProxyBroken(
-                f"every baseline proxy training failed ({len(by_job)} of {len(by_job)}), e.g.: "
+                f"every baseline proxy training failed ({len(results)} of {len(results)}), e.g.: "
                 f"{reason.strip().splitlines()[0] if reason.strip() else reason} — fix the proxy task "
                 "(data, --device, workers), then `autoloss resume` the run directory"
             )
         events = []
         for b, text, key in entries:
-            c, r = self._job(b, text)[:2]
-            runs = [by_job[(c, r, s)] for s in rung0.seeds]
+            runs = by_pair[self._job(b, text)[:2]]
             e = Evaluated(
                 text,
                 key,
@@ -248,13 +248,14 @@ class Search:
         counts = {**scr.counts, "proxy": len(top)}
         self.progress({"type": "screened", **base, "counts": counts, "seconds": screen_s})
 
-        jobs = [self._job(b, s["text"], seed) for s in top for seed in rung0.seeds]
         t1 = time.monotonic()
-        by_job = dict(zip(jobs, proxies.evaluate(jobs, rung0.multiplier), strict=True))
+        by_pair = proxies.evaluate_pairs(
+            [self._job(b, s["text"])[:2] for s in top], rung0.seeds, rung0.multiplier
+        )
         proxy_events = []
         rung0_aps = []
         for s in top:
-            runs = [by_job[self._job(b, s["text"], seed)] for seed in rung0.seeds]
+            runs = by_pair[self._job(b, s["text"])[:2]]
             aps = [ap_of(x) for x in runs]
             rung0_aps.append(statistics.fmean(aps))
             first = runs[0]
@@ -314,7 +315,7 @@ class Search:
                 **base,
                 "counts": counts,
                 "best": [{**r.__dict__, "ap": r.ap, "rung": r.top_rung} for r in best],
-                "baseline_ap": self.baseline_ap(b),
+                "baseline_ap": self.baseline_ap(),
             }
         )
 
@@ -333,11 +334,12 @@ class Search:
             new = new[: self.affordable(proxies, rung.cost, len(new))]
             if not new:
                 continue
-            jobs = [self._job(b, e.text, s) for e in new for s in rung.seeds]
-            by_job = dict(zip(jobs, proxies.evaluate(jobs, rung.multiplier), strict=True))
+            by_pair = proxies.evaluate_pairs(
+                [self._job(b, e.text)[:2] for e in new], rung.seeds, rung.multiplier
+            )
             events = []
             for e in new:
-                e.rungs[str(rung.index)] = [ap_of(by_job[self._job(b, e.text, s)]) for s in rung.seeds]
+                e.rungs[str(rung.index)] = [ap_of(x) for x in by_pair[self._job(b, e.text)[:2]]]
                 record = {
                     "text": e.text,
                     "key": e.key,
@@ -366,7 +368,7 @@ class Search:
         seed = self.rungs[0].seeds[0] if seed is None else seed
         return (text, DEFAULT, seed) if b != "reg" else (DEFAULT, text, seed)
 
-    def baseline_ap(self, b: str | None = None) -> float | None:
+    def baseline_ap(self) -> float | None:
         """The default's rung-0 mAP (mean over the rung's seeds), once the anchors are trained."""
         for evo in self.engines.values():
             for e in evo.evaluated.values():
@@ -390,11 +392,9 @@ class Search:
         pairs = pairs[: self.affordable(proxies, top.cost, len(pairs))]
         if not pairs or reason is not None:
             return
-        jobs = [(c, r, s) for c, r in pairs for s in top.seeds]
-        by_job = dict(zip(jobs, proxies.evaluate(jobs, top.multiplier), strict=True))
+        by_pair = proxies.evaluate_pairs(pairs, top.seeds, top.multiplier)
         self.combos = []
-        for c, r in pairs:
-            runs = [by_job[(c, r, s)] for s in top.seeds]
+        for (c, r), runs in by_pair.items():
             aps = [ap_of(x) for x in runs]
             self.combos.append(
                 {

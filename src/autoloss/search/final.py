@@ -47,12 +47,10 @@ def final_comparison(search: Any, proxies: ProxyRunner) -> dict[str, Any]:
     configs["found"] = found
     if ev.time_limit_s is not None and search.elapsed() >= ev.time_limit_s:
         seeds = seeds[:1]  # out of time: one held-out seed, and the table says it is too few
-    pairs = list(dict.fromkeys(configs.values()))
-    jobs = [(c, r, s) for c, r in pairs for s in seeds]
-    by_job = dict(zip(jobs, proxies.evaluate(jobs, top.multiplier), strict=True))
+    by_pair = proxies.evaluate_pairs(list(configs.values()), seeds, top.multiplier)
     table: dict[str, dict[str, Any]] = {}
     for label, (c, r) in configs.items():
-        runs = [by_job[(c, r, s)] for s in seeds]
+        runs = by_pair[(c, r)]
         aps = [ap_of(x) for x in runs]
         table[label] = {
             "cls": c,

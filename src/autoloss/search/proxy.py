@@ -142,6 +142,15 @@ class ProxyRunner:
                 results[i] = result
         return [results[i] for i in range(len(jobs))]
 
+    def evaluate_pairs(
+        self, pairs: list[tuple[str, str]], seeds: list[int] | tuple[int, ...], multiplier: int = 1
+    ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """Every distinct (cls, reg) pair on every seed at `multiplier` times the proxy length: the results
+        per pair, in seed order (one `evaluate` call, so all of them share the workers)."""
+        pairs = list(dict.fromkeys(pairs))
+        results = iter(self.evaluate([(c, r, s) for c, r in pairs for s in seeds], multiplier))
+        return {pair: [next(results) for _ in seeds] for pair in pairs}
+
     def _finish(self, job: tuple[str, str, int], multiplier: int, result: dict[str, Any]) -> None:
         c, r, s = job
         key = eval_id(c, r, s, multiplier)

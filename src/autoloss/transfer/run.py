@@ -19,20 +19,36 @@ from autoloss.transfer.plan import TransferPlan
 PROXY_ITERATIONS = ProxySettings().iterations or 300
 
 
+def data_stem(data: str) -> str:
+    """A short name for a dataset spec: a generated dataset's name, else the COCO JSON's folder."""
+    return data if is_generated(data) else Path(data).parent.name or Path(data).stem
+
+
+def safe_name(text: str) -> str:
+    """`text` usable as a folder name."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+
+
 def cell_name(detector: str, data: str) -> str:
-    stem = data if is_generated(data) else Path(data).parent.name or Path(data).stem
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{detector}-{stem}")
+    return safe_name(f"{detector}-{data_stem(data)}")
 
 
 def cell_config(
-    detector: str, data: str, iterations: int | None, epochs: int | None, device: str, backbone: str = "tiny"
+    detector: str,
+    data: str,
+    iterations: int | None,
+    epochs: int | None,
+    device: str,
+    backbone: str = "tiny",
+    image_size: int | None = None,
 ) -> SearchConfig:
-    """A cell is the search's proxy task with another detector, dataset and length."""
+    """A cell is the search's proxy task with another detector, dataset, length (and image size)."""
     return SearchConfig().replace(
         proxy={
             "detector": detector,
             "backbone": backbone,
             "data": data,
+            "image_size": image_size,
             "iterations": iterations,
             "epochs": epochs,
             "device": device,
