@@ -7,15 +7,15 @@ import torch
 
 from autoloss.detection.backbones import build_backbone
 from autoloss.detection.detectors import build_detector, load_weights
+from autoloss.detection.loader import batch_of
 from autoloss.detection.shapes import generate_shapes
-from autoloss.detection.train import to_batch
 
 K = 5
 
 
 def _batch(n: int = 2, size: int = 64):
     data = generate_shapes("train", n, size, seed=2)
-    return to_batch(data, list(range(n)), torch.ones(n), 0.0, "cpu")
+    return batch_of(data, list(range(n)))
 
 
 @pytest.mark.parametrize(

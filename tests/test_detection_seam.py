@@ -11,6 +11,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import generalized_box_iou_loss
 
 from autoloss.detection.detectors import TINY_FCOS_HEAD_CONVS, build_detector
+from autoloss.detection.loader import batch_of
 from autoloss.detection.loss_inputs import (
     LossOutputError,
     apply_loss,
@@ -22,7 +23,6 @@ from autoloss.detection.loss_inputs import (
 )
 from autoloss.detection.loss_spec import LossSpecError, resolve_loss
 from autoloss.detection.shapes import generate_shapes
-from autoloss.detection.train import to_batch
 from test_detection_doubles import BCE, CE, FOCAL, GIOU, IOU, Double
 
 K = 5
@@ -30,7 +30,7 @@ K = 5
 
 def _batch(n: int = 4, size: int = 128, empty: bool = False):
     data = generate_shapes("train", n, size, seed=1)
-    images, targets = to_batch(data, list(range(n)), torch.ones(n), 0.0, "cpu")
+    images, targets = batch_of(data, list(range(n)))
     if empty:
         targets = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)} for _ in targets]
     return images, targets

@@ -56,7 +56,8 @@ def test_smoke_search_writes_a_self_describing_run_directory(reference):
     ):
         assert (path / name).is_file(), name
     cfg = yaml.safe_load((path / "config.yaml").read_text())
-    assert cfg["version"] == 2 and cfg["evolution"]["branch"] == "both"
+    assert cfg["version"] == 3 and cfg["evolution"]["branch"] == "both"
+    assert (cfg["proxy"]["detector"], cfg["proxy"]["backbone"]) == ("fcos", "tiny")  # written out
     table = summary["table"]
     assert {"default", "published", "found"} <= set(table) <= {"default", "published", "best named", "found"}
     if "best named" in table:  # the honest baseline: the best named loss the search trained
@@ -225,26 +226,3 @@ def test_resume_allows_only_runtime_overrides(reference):
         resume_search(path, {"evolution": {"seed": 5}})
 
 
-@pytest.mark.skipif(
-    __import__("torch").cuda.is_available(), reason="needs a machine where --device cuda cannot train"
-)
-def test_a_proxy_where_every_training_fails_stops_with_a_clear_reason(tmp_path):
-    out = tmp_path / "broken"
-    r = CliRunner().invoke(
-        cli,
-        [
-            "search",
-            "--budget",
-            "smoke",
-            "--backend",
-            "serial",
-            "--device",
-            "cuda",
-            "--out",
-            str(out),
-            "--quiet",
-        ],
-    )
-    assert r.exit_code == 2, r.output
-    assert "every baseline proxy training failed" in r.output and "autoloss resume" in r.output
-    assert "Traceback" not in r.output and not (out / "summary.json").exists()

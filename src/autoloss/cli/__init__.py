@@ -12,6 +12,7 @@ from autoloss.cli import (
     check_cmd,
     export_cmd,
     fidelity_cmd,
+    presets_cmd,
     search_cmd,
     show_cmd,
     train_cmd,
@@ -25,7 +26,16 @@ def cli() -> None:
     """Discover loss functions for object detectors (CSE-Autoloss)."""
 
 
-for _module in (show_cmd, check_cmd, train_cmd, search_cmd, transfer_cmd, fidelity_cmd, export_cmd):
+for _module in (
+    show_cmd,
+    check_cmd,
+    train_cmd,
+    search_cmd,
+    transfer_cmd,
+    fidelity_cmd,
+    export_cmd,
+    presets_cmd,
+):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

@@ -61,3 +61,68 @@ def training_options(default_out: str) -> Callable[[Callable[..., Any]], Callabl
         return fn
 
     return decorate
+
+
+# Training settings that `train` and `search` share, with the same names: (option, dest, click kwargs).
+# `search` stores them in the proxy section of its config; `train` in the experiment config.
+TRAINING_SETTINGS: list[tuple[str, dict[str, Any]]] = [
+    ("--val-data", {"default": None, "help": "A second COCO JSON for validation (COCO's two-file layout)."}),
+    ("--val-images", {"type": click.Path(), "default": None, "help": "Image folder of --val-data."}),
+    ("--train-subset", {"type": int, "default": None, "help": "Train on N random training images (seeded)."}),
+    (
+        "--resize",
+        {
+            "type": click.Choice(["letterbox", "keep-aspect"]),
+            "default": None,
+            "help": "letterbox: square --image-size; keep-aspect: --min-size/--max-size, padded batches.",
+        },
+    ),
+    ("--min-size", {"type": int, "default": None, "help": "keep-aspect: short side [800]."}),
+    ("--max-size", {"type": int, "default": None, "help": "keep-aspect: long side at most [1333]."}),
+    ("--batch-size", {"type": int, "default": None, "help": "Images per training step."}),
+    ("--lr", {"type": float, "default": None, "help": "Peak learning rate."}),
+    ("--optimizer", {"type": click.Choice(["sgd", "adamw"]), "default": None}),
+    (
+        "--amp",
+        {
+            "type": click.Choice(["off", "bf16", "fp16"]),
+            "default": None,
+            "help": "Mixed precision on CUDA; every loss is computed in float32 [off].",
+        },
+    ),
+    (
+        "--deterministic",
+        {"is_flag": True, "default": None, "help": "Deterministic kernels (cuDNN too); slower on GPU."},
+    ),
+    ("--loader-workers", {"type": int, "default": None, "help": "Processes decoding images [0]."}),
+    (
+        "--pretrained",
+        {"default": None, "help": "torchvision ImageNet weights for resnet18/50: DEFAULT, IMAGENET1K_V1."},
+    ),
+    (
+        "--backbone-weights",
+        {"type": click.Path(dir_okay=False), "default": None, "help": "A local ResNet state dict (.pth)."},
+    ),
+    (
+        "--trainable-layers",
+        {"type": int, "default": None, "help": "Trainable ResNet stages (pretrained) [3]."},
+    ),
+]
+TRAIN_SECTION_SETTINGS = ("batch_size", "lr", "optimizer", "amp", "deterministic", "loader_workers")
+
+
+def setting_name(option: str) -> str:
+    return option.lstrip("-").replace("-", "_")
+
+
+def training_settings(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the shared training settings (see TRAINING_SETTINGS) as options."""
+    for option, kwargs in reversed(TRAINING_SETTINGS):
+        fn = click.option(option, **kwargs)(fn)
+    return fn
+
+
+def given_settings(opts: dict[str, Any], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The shared training settings the user gave (a flag left off is None, not False)."""
+    names = (setting_name(option) for option, _ in TRAINING_SETTINGS)
+    return {n: opts[n] for n in names if n not in exclude and opts.get(n) not in (None, False)}

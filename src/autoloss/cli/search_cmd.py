@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from autoloss.cli.common import fail_on_user_error
+from autoloss.cli.common import fail_on_user_error, given_settings, training_settings
 
 
 def _positive(ctx, param, value):
@@ -17,6 +17,18 @@ def _positive(ctx, param, value):
 
 
 @click.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A YAML file in the run directory's config.yaml schema; flags given here override it.",
+)
+@click.option(
+    "--preset",
+    default=None,
+    help="The proxy training to start from (autoloss presets) [fcos-shapes]; e.g. fcos-r50-coco on a GPU.",
+)
 @click.option(
     "--detector",
     type=click.Choice(["fcos", "retinanet", "faster_rcnn"]),
@@ -35,6 +47,8 @@ def _positive(ctx, param, value):
     help="'shapes', 'shapes-dense' (built in) or a COCO annotations JSON [shapes-dense].",
 )
 @click.option("--images", default=None, help="Image folder for --data JSON [the JSON's folder].")
+@training_settings
+@click.option("--image-size", type=int, default=None, help="letterbox: image side [128 shapes, 256 COCO].")
 @click.option(
     "--branch",
     type=click.Choice(["cls", "reg", "both"]),
@@ -123,8 +137,22 @@ def _positive(ctx, param, value):
 @click.option(
     "--ray-address", default=None, help="Ray cluster address (auto | HOST:PORT); with --backend ray."
 )
-@click.option("--gpus-per-trial", type=float, default=None, help="GPUs per proxy training (Ray).")
-@click.option("--cpus-per-trial", type=float, default=None, help="CPUs per proxy training (Ray).")
+@click.option(
+    "--gpus-per-trial",
+    type=float,
+    default=None,
+    help="Ray: GPUs per proxy training; 0.5 puts two on a GPU [1 on cuda].",
+)
+@click.option(
+    "--cpus-per-trial", type=float, default=None, help="CPUs (torch threads) per proxy training [1]."
+)
+@click.option(
+    "--workers-per-gpu",
+    type=int,
+    default=None,
+    callback=_positive,
+    help="Process backend on cuda: workers sharing each visible GPU [1].",
+)
 @click.option(
     "--trial-timeout",
     type=float,
@@ -144,10 +172,12 @@ def _positive(ctx, param, value):
 @fail_on_user_error
 def search(**opts: Any) -> None:
     """Search for better detection losses (CSE-Autoloss) and report them against the defaults."""
-    from autoloss.search.api import run_search
-    from autoloss.search.config import budget_config
+    from autoloss.search.api import preflight, run_search
+    from autoloss.search.config import budget_config, load_config_file
 
     cfg = budget_config(opts["budget"])
+    if opts["config_file"]:
+        cfg = load_config_file(opts["config_file"], cfg)
     evolution = {
         k: opts[k]
         for k in (
@@ -166,20 +196,33 @@ def search(**opts: Any) -> None:
     }
     if opts["time_limit"] is not None:
         evolution["time_limit_s"] = opts["time_limit"]
-    proxy = {k: opts[k] for k in ("detector", "backbone", "data", "images", "device") if opts[k] is not None}
+    proxy = {
+        k: opts[k]
+        for k in ("preset", "detector", "backbone", "data", "images", "device", "image_size")
+        if opts[k] is not None
+    }
+    proxy.update(given_settings(opts))
+    if "preset" in proxy:
+        # A preset brings its own detector, backbone and schedule; the budget's proxy length is for the
+        # default preset, so it gives way unless a length is given here.
+        proxy.setdefault("detector", None)
+        proxy.setdefault("backbone", None)
+        if opts["proxy_iterations"] is None and opts["proxy_epochs"] is None:
+            proxy.update(iterations=None, epochs=None)
     if opts["proxy_iterations"] is not None:
         proxy.update(iterations=opts["proxy_iterations"], epochs=None)
     if opts["proxy_epochs"] is not None:
         proxy.update(epochs=opts["proxy_epochs"], iterations=None)
     backend = {
         k: opts[k]
-        for k in ("backend", "workers", "ray_address", "gpus_per_trial", "cpus_per_trial")
+        for k in ("backend", "workers", "ray_address", "gpus_per_trial", "cpus_per_trial", "workers_per_gpu")
         if opts[k] is not None
     }
     if opts["trial_timeout"] is not None:
         backend["trial_timeout_s"] = opts["trial_timeout"]
     filters = {"cpv": not opts["no_cpv"], "mos": not opts["no_mos"]}
     cfg = cfg.replace(evolution=evolution, proxy=proxy, backend=backend, filters=filters)
+    preflight(cfg)  # before the live display: a refusal is one line
     _run(
         lambda progress: run_search(cfg, opts["out"], overwrite=opts["overwrite"], progress=progress),
         cfg,
@@ -217,14 +260,23 @@ def resume(run_dir: str, backend, workers, ray_address, device, quiet) -> None:
 
 
 def _run(start, cfg, quiet: bool) -> None:
+    import sys
+
     from rich.console import Console
 
     from autoloss.cli.live import LiveDisplay
+    from autoloss.search.proxy import ProxyBroken
 
     console = Console(stderr=True)
     display = LiveDisplay(cfg, console, enabled=not quiet)
-    with display:
-        summary, run = start(display.update)
+    try:
+        with display:
+            summary, run = start(display.update)
+    except ProxyBroken as exc:
+        # Not a usage error (exit 2): the run started and its proxy does not train. Exit 1, like a failed
+        # `autoloss train`, with what went wrong; the finished trainings are in the run directory.
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     _print_summary(summary, Path(run.path))
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from autoloss.cli.common import TRAIN_SECTION_SETTINGS, given_settings, training_settings
 from autoloss.data_specs import is_generated
 
 DETECTOR_CHOICE = click.Choice(["fcos", "retinanet", "faster_rcnn"])
@@ -61,9 +62,7 @@ def _data_options(fn: Any) -> Any:
 @click.option("--reg-weight", type=float, default=None, help="Weight of the regression loss.")
 @click.option("--epochs", type=int, default=None, help="Train for N epochs ...")
 @click.option("--iterations", type=int, default=None, help="... or N iterations [default: 700].")
-@click.option("--batch-size", type=int, default=None)
-@click.option("--lr", type=float, default=None)
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None)
+@training_settings
 @click.option("--time-budget", type=float, default=None, help="Stop training after this many seconds.")
 @click.option("--train-size", type=int, default=None, help="shapes: training images [default: 800].")
 @click.option("--val-size", type=int, default=None, help="shapes: validation images [default: 200].")
@@ -125,8 +124,11 @@ def _train_config(opts: dict[str, Any]):
         )
         if opts[k] is not None
     }
-    train_keys = {"batch_size", "lr", "optimizer", "threads", "device", "epochs", "iterations"}
+    shared = given_settings(opts)
+    top.update({k: v for k, v in shared.items() if k not in TRAIN_SECTION_SETTINGS})
+    train_keys = {"threads", "device", "epochs", "iterations"}
     train_over = {k: opts[k] for k in train_keys if opts[k] is not None}
+    train_over.update({k: v for k, v in shared.items() if k in TRAIN_SECTION_SETTINGS})
     if opts["time_budget"] is not None:
         train_over["time_budget_s"] = opts["time_budget"]
     if "epochs" in train_over:
@@ -160,8 +162,9 @@ def eval_(weights: str, **opts: Any) -> None:
     """
     import yaml
 
-    from autoloss.detection import DatasetError, build_detector, evaluate_detector, load_dataset
-    from autoloss.detection.train import TrainConfig
+    from autoloss.detection import DatasetError, ExperimentConfig, evaluate_detector, validate_experiment
+    from autoloss.detection.detectors import load_weights
+    from autoloss.detection.runner import build_for, load_experiment_data
 
     saved: dict[str, Any] = {}
     config_path = Path(weights).with_name("config.yaml")
@@ -173,33 +176,27 @@ def eval_(weights: str, **opts: Any) -> None:
     if not Path(weights).exists():
         raise UserError(f"--weights: file not found: {weights}")
 
-    def pick(key: str, default: Any) -> Any:
-        return opts[key] if opts.get(key) is not None else saved.get(key, default)
-
-    saved_train = saved.get("train") or {}
-    device = opts["device"] or saved_train.get("device", "cpu")
     try:
-        data = load_dataset(
-            pick("data", "shapes"),
-            pick("images", None),
-            pick("image_size", None),
-            saved.get("data_seed", 0),
-            train_size=1 if is_generated(pick("data", "shapes")) else saved.get("train_size", 800),
-            val_size=saved.get("val_size", 200),
+        base = ExperimentConfig.from_dict(saved) if saved else ExperimentConfig()
+        top = {k: opts[k] for k in ("detector", "backbone", "data", "images", "image_size") if opts[k]}
+        if "data" in top and not is_generated(top["data"]) and "image_size" not in top:
+            top["image_size"] = None if is_generated(base.data) else base.image_size
+        if is_generated(top.get("data", base.data)):
+            top["train_size"] = 1  # evaluation reads only the validation images
+        train = dataclasses.replace(
+            base.train,
+            device=opts["device"] or base.train.device,
+            threads=opts["threads"] or base.train.threads,
         )
-        detector = build_detector(
-            pick("detector", "fcos"),
-            data.num_classes,
-            pick("backbone", "tiny"),
-            image_size=data.val.image_size,
-            weights=weights,
-        )
-        cfg = TrainConfig(
-            iterations=1, device=device, threads=opts["threads"] or saved_train.get("threads", 1)
-        )
+        # The saved weights replace the backbone's initial ones: no ImageNet download for evaluation.
+        cfg = dataclasses.replace(base, train=train, pretrained=None, backbone_weights=None, **top)
+        validate_experiment(cfg)
+        data = load_experiment_data(cfg)
+        detector = build_for(cfg, data, None, None)
+        load_weights(detector, weights)
     except (DatasetError, ValueError, OSError) as err:
         raise _user_error(err) from None
-    metrics = evaluate_detector(detector, data.val, cfg)
+    metrics = evaluate_detector(detector, data.val, cfg.train)
     _report({"status": "ok", "metrics": metrics, "weights": weights}, opts["as_json"])
 
 

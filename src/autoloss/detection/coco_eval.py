@@ -1,6 +1,9 @@
-"""COCO box mAP of detections on a `DetectionData` split, with faster-coco-eval (pycocotools' API).
+"""COCO box mAP of detections on a split, with faster-coco-eval (pycocotools' API).
 
-Areas (small/medium/large) are measured in the letterboxed frame the detector sees. A metric COCO cannot
+Evaluation is in the images' original coordinates against the dataset's own annotations: detections are
+mapped back from the detector's frame, crowd regions are ignore areas and the small/medium/large ranges
+read each annotation's `area`, so the numbers are the ones pycocotools gives on the original files.
+(Generated shapes are born in the detector's frame; their original is that frame.) A metric COCO cannot
 compute (no ground truth in that area range) is reported as -1.0, COCO's own convention.
 """
 
@@ -12,43 +15,34 @@ from typing import Any
 
 import numpy as np
 
-from autoloss.detection.data import DetectionData
+from autoloss.detection.data import Split
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-def coco_ground_truth(data: DetectionData) -> dict[str, Any]:
-    """The split as a COCO instances dict; image ids are 1-based positions, category ids the labels."""
-    images, annotations = [], []
-    size = data.image_size
-    for i, (boxes, labels) in enumerate(zip(data.boxes, data.labels, strict=True)):
-        images.append({"id": i + 1, "width": size, "height": size, "file_name": f"{i + 1}.png"})
-        for box, label in zip(boxes.tolist(), labels.tolist(), strict=True):
-            w, h = box[2] - box[0], box[3] - box[1]
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": i + 1,
-                    "category_id": int(label),
-                    "bbox": [box[0], box[1], w, h],
-                    "area": w * h,
-                    "iscrowd": 0,
-                }
-            )
-    categories = [{"id": i + 1, "name": n} for i, n in enumerate(data.class_names)]
-    return {"images": images, "annotations": annotations, "categories": categories}
+def coco_ground_truth(data: Split) -> dict[str, Any]:
+    """The split's ground truth as a COCO instances dict, in the images' original coordinates."""
+    return data.ground_truth()
 
 
-def detections_to_coco(detections: list[dict[str, np.ndarray]]) -> list[dict[str, Any]]:
-    """Per-image {"boxes" xyxy, "scores", "labels"} (image i has id i+1) as COCO result records."""
+def detections_to_coco(
+    detections: list[dict[str, np.ndarray]], data: Split | None = None
+) -> list[dict[str, Any]]:
+    """Per-image {"boxes" xyxy, "scores", "labels"} in the detector's frame as COCO result records.
+
+    With `data`, image i's detections are mapped to that split's original image ids, pixels and category
+    ids (`Split.to_original`); without it, image i has id i+1 and labels are the category ids.
+    """
     records = []
     for i, det in enumerate(detections):
-        for box, score, label in zip(
-            det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist(), strict=True
-        ):
+        if data is None:
+            image_id, boxes, labels = i + 1, det["boxes"], det["labels"]
+        else:
+            image_id, boxes, labels = data.to_original(i, det["boxes"], det["labels"])
+        for box, score, label in zip(boxes.tolist(), det["scores"].tolist(), labels.tolist(), strict=True):
             records.append(
                 {
-                    "image_id": i + 1,
+                    "image_id": int(image_id),
                     "category_id": int(label),
                     "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
                     "score": float(score),
@@ -73,7 +67,7 @@ def coco_map(
         quiet = {}
     else:
         raise ValueError(f"unknown COCO eval backend {backend!r}")
-    if not results or not ground_truth["annotations"]:
+    if not results or not any(not a.get("iscrowd", 0) for a in ground_truth["annotations"]):
         # COCO's loadRes rejects an empty result list; no detections (or nothing to find) scores zero.
         return dict.fromkeys(METRIC_NAMES, 0.0)
     gt = COCO(**quiet) if quiet else COCO()

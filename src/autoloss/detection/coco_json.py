@@ -1,49 +1,53 @@
-"""COCO-format loader: an instances JSON plus an image folder, letterboxed into memory.
+"""COCO instances JSON: parsed and validated into a `CocoSource` (annotations only, no pixels).
 
-Bad items are skipped or repaired and counted in a `DataReport` (warned once); a file that cannot be used
-at all raises `DatasetError` naming the file and the problem.
+Bad items are skipped or repaired and counted in a `DataReport`; a file that cannot be used at all raises
+`DatasetError` naming the file and the problem. Crowd annotations are kept apart: a detector cannot train
+on them as objects, but COCO evaluation needs them as ignore regions, so `ground_truth` returns them.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from autoloss.detection.data import DataReport, DatasetError, DetectionData, clean_boxes, letterbox
+from autoloss.detection.data import DataReport, DatasetError
 
 _VAL_NAMES = ("val", "valid", "validation")
 
 
 @dataclass(frozen=True)
+class CocoImage:
+    """One image entry: its JSON id and file, and its annotations in original pixels."""
+
+    image_id: int
+    file_name: str
+    split: str | None
+    boxes: np.ndarray  # float32 [n,4] xyxy, original pixels, non-crowd
+    labels: np.ndarray  # int64 [n] in 1..K
+    annotations: tuple[dict[str, Any], ...]  # the raw records (crowd included) for evaluation
+
+
+@dataclass(frozen=True)
 class CocoSource:
-    """Parsed, validated annotations of one COCO JSON (no pixels yet)."""
+    """Parsed, validated annotations of one COCO JSON."""
 
     path: str
     class_names: tuple[str, ...]
-    # (file_name, split or None, boxes xyxy in original pixels, labels 1..K) per image
-    images: tuple[tuple[str, str | None, np.ndarray, np.ndarray], ...]
+    category_ids: tuple[int, ...]  # the JSON's category id of label i+1
+    images: tuple[CocoImage, ...]
+
+    def same_classes(self, other: CocoSource) -> bool:
+        return (self.class_names, self.category_ids) == (other.class_names, other.category_ids)
 
 
 def read_coco_json(path: str | Path, report: DataReport) -> CocoSource:
-    """Parse and validate `path`; category ids are remapped to 1..K in ascending id order."""
+    """Parse and validate `path`; category ids are remapped to labels 1..K in ascending id order."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetError(str(path), "file not found") from None
-    except json.JSONDecodeError as err:
-        raise DatasetError(
-            str(path), f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
-        ) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DatasetError(str(path), f"cannot read: {err}") from None
-    if not isinstance(raw, dict):
-        raise DatasetError(str(path), "top level must be an object with images, annotations, categories")
+    raw = _read_json(path)
     for key in ("images", "annotations", "categories"):
         if not isinstance(raw.get(key), list):
             raise DatasetError(str(path), f"missing or non-list field '{key}'")
@@ -56,7 +60,7 @@ def read_coco_json(path: str | Path, report: DataReport) -> CocoSource:
         raise DatasetError(str(path), "no categories")
     label_of = {cat_id: i + 1 for i, (cat_id, _) in enumerate(categories)}
 
-    per_image: dict[int, list[tuple[list[float], int]]] = {}
+    per_image: dict[int, list[dict[str, Any]]] = {}
     image_rows = []
     for img in raw["images"]:
         img_id = _field(path, img, "id", "images", int)
@@ -72,19 +76,41 @@ def read_coco_json(path: str | Path, report: DataReport) -> CocoSource:
             report.note("annotations_orphaned", f"annotation {ann.get('id')} names an unknown image/category")
             continue
         if ann.get("iscrowd", 0):
-            # crowd regions are ignore-areas in COCO eval; a detector cannot train on them as objects
-            report.note("annotations_crowd_skipped", f"annotation {ann.get('id')} is a crowd region")
-            continue
-        x, y, w, h = (float(v) for v in bbox)
-        per_image[img_id].append(([x, y, x + w, y + h], label_of[cat_id]))
+            report.annotations_crowd += 1
+        per_image[img_id].append(ann)
 
     images = []
     for img_id, file_name, split in image_rows:
-        anns = per_image[img_id]
-        boxes = np.asarray([a[0] for a in anns], np.float32).reshape(-1, 4)
-        labels = np.asarray([a[1] for a in anns], np.int64)
-        images.append((file_name, split if isinstance(split, str) else None, boxes, labels))
-    return CocoSource(str(path), tuple(name for _, name in categories), tuple(images))
+        anns = tuple(per_image[img_id])
+        objects = [a for a in anns if not a.get("iscrowd", 0)]
+        boxes = np.asarray([_xyxy(a["bbox"]) for a in objects], np.float32).reshape(-1, 4)
+        labels = np.asarray([label_of[a["category_id"]] for a in objects], np.int64)
+        split = split if isinstance(split, str) else None
+        images.append(CocoImage(img_id, file_name, split, boxes, labels, anns))
+    return CocoSource(
+        str(path), tuple(name for _, name in categories), tuple(c for c, _ in categories), tuple(images)
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(str(path), "file not found") from None
+    except json.JSONDecodeError as err:
+        raise DatasetError(
+            str(path), f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DatasetError(str(path), f"cannot read: {err}") from None
+    if not isinstance(raw, dict):
+        raise DatasetError(str(path), "top level must be an object with images, annotations, categories")
+    return raw
+
+
+def _xyxy(bbox: list[float]) -> list[float]:
+    x, y, w, h = (float(v) for v in bbox)
+    return [x, y, x + w, y + h]
 
 
 def _field(path: Path, record: object, key: str, section: str, kind: type):
@@ -101,7 +127,7 @@ def _field(path: Path, record: object, key: str, section: str, kind: type):
 
 def split_indices(source: CocoSource, seed: int, val_fraction: float) -> tuple[list[int], list[int]]:
     """Use the images' `split` field when it names both train and val images, else a seeded split."""
-    splits = [s for _, s, _, _ in source.images]
+    splits = [image.split for image in source.images]
     train = [i for i, s in enumerate(splits) if s == "train"]
     val = [i for i, s in enumerate(splits) if s in _VAL_NAMES]
     if train and val:
@@ -113,40 +139,15 @@ def split_indices(source: CocoSource, seed: int, val_fraction: float) -> tuple[l
     return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
 
 
-def load_images(
-    source: CocoSource, indices: list[int], image_root: Path, image_size: int, report: DataReport
-) -> DetectionData:
-    """Read, letterbox and clean the listed images; missing or unreadable files are skipped and counted."""
-    arrays, boxes, labels = [], [], []
-    for i in indices:
-        file_name, _, raw_boxes, raw_labels = source.images[i]
-        pixels = _read_letterboxed(str(image_root / file_name), image_size)
-        if isinstance(pixels, str):
-            report.note(pixels, f"{file_name}")
-            continue
-        array, scale, (width, height) = pixels
-        clipped, keep = clean_boxes(raw_boxes, width, height, report, file_name)
-        scaled = clipped[keep] * scale
-        if len(scaled) == 0:
-            report.images_without_boxes += 1
-        arrays.append(array)
-        boxes.append(scaled.astype(np.float32))
-        labels.append(raw_labels[keep])
-    stacked = np.stack(arrays) if arrays else np.zeros((0, image_size, image_size, 3), np.uint8)
-    return DetectionData(stacked, tuple(boxes), tuple(labels), source.class_names)
+def subset_indices(indices: list[int], size: int | None, seed: int) -> list[int]:
+    """`size` of `indices` drawn at random (seeded), in their original order; all of them if None or more.
 
-
-@lru_cache(maxsize=2048)
-def _read_letterboxed(path: str, size: int) -> tuple[np.ndarray, float, tuple[int, int]] | str:
-    # Cached per (file, size): repeated proxy trainings on one dataset decode each JPEG once.
-    try:
-        with Image.open(path) as image:
-            image.load()
-            array, scale = letterbox(image, size)
-            original = image.size
-    except FileNotFoundError:
-        return "images_missing"
-    except (UnidentifiedImageError, OSError, ValueError):
-        return "images_unreadable"
-    array.flags.writeable = False
-    return array, scale, original
+    The paper's 10k training images sampled from COCO train2017 are `subset_indices(train, 10000, seed)`.
+    """
+    if size is None or size >= len(indices):
+        return list(indices)
+    if size < 1:
+        raise ValueError(f"train subset must be >= 1 image, got {size}")
+    # A generator of its own (not the split's): the subset of a two-file dataset depends only on the seed.
+    pick = np.random.default_rng([seed, 0x5B5E7]).choice(len(indices), size, replace=False)
+    return [indices[i] for i in sorted(pick.tolist())]

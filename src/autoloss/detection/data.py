@@ -1,14 +1,18 @@
-"""In-memory detection data: the container every loader returns, its error and its bad-data report.
+"""Detection data: the split interface training and evaluation read, the in-memory split, the bad-data
+report and its error.
 
-Images are letterboxed (aspect kept, padded bottom/right) to one square size when loaded, so a training
-batch is a plain stack and boxes only need one scale factor. Boxes are xyxy pixels in that letterboxed
-frame; labels are 1..K (torchvision's convention: 0 is background).
+A split has `len`, `class_names`, per-image `boxes` and `labels` (xyxy pixels in the frame the detector
+sees; labels 1..K, torchvision's convention: 0 is background), `image(i)` (uint8 [H,W,3]), `resize` (how
+images reach that frame) and `ground_truth()` / `to_original()` for COCO evaluation in the images' own
+coordinates. `DetectionData` holds generated images in memory (they are born in the detector's frame);
+`coco_images.CocoImages` reads photos from disk as they are needed.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -18,6 +22,33 @@ from autoloss.errors import AutolossError
 # Padding colour of letterboxed images: roughly the ImageNet mean the detectors normalise with,
 # so padding looks like "nothing" to a freshly initialised network.
 PAD_RGB = (124, 116, 104)
+
+
+@dataclass(frozen=True)
+class Resize:
+    """How images reach the detector's frame.
+
+    "letterbox": the long side to `size`, padded bottom/right to a square (the tiny CPU proxies: a batch is
+    a plain stack). "keep-aspect": the short side to `min_size` unless the long side would pass
+    `max_size` (torchvision's GeneralizedRCNNTransform convention for real photos; batches are padded by
+    the detector's transform).
+    """
+
+    mode: str
+    size: int = 0
+    min_size: int = 0
+    max_size: int = 0
+
+    def scale(self, width: int, height: int) -> float:
+        if self.mode == "letterbox":
+            return self.size / max(width, height)
+        return min(self.min_size / min(width, height), self.max_size / max(width, height))
+
+    def detector_sizes(self) -> tuple[int, int]:
+        """(min_size, max_size) for the detector's own transform, so that its resize is the identity."""
+        if self.mode == "letterbox":
+            return self.size, self.size
+        return self.min_size, self.max_size
 
 
 class DatasetError(AutolossError, ValueError):
@@ -41,7 +72,7 @@ class DataReport:
     images_unreadable: int = 0
     boxes_clipped: int = 0
     boxes_dropped: int = 0
-    annotations_crowd_skipped: int = 0
+    annotations_crowd: int = 0
     annotations_orphaned: int = 0
     images_without_boxes: int = 0
     examples: list[str] = field(default_factory=list)
@@ -52,8 +83,9 @@ class DataReport:
             self.examples.append(example)
 
     def problems(self) -> dict[str, int]:
-        # Images without boxes are legitimate negatives, not a problem worth a warning.
-        skip = {"examples", "images_without_boxes"}
+        # Images without boxes are legitimate negatives and crowd regions are evaluated as ignore
+        # areas: neither is a problem worth a warning.
+        skip = {"examples", "images_without_boxes", "annotations_crowd"}
         return {k: v for k, v in self.__dict__.items() if k not in skip and v}
 
     def summary(self) -> str:
@@ -64,6 +96,30 @@ class DataReport:
     def warn_once(self, source: str) -> None:
         if self.problems():
             warnings.warn(f"{source}: {self.summary()}", DataWarning, stacklevel=3)
+
+
+class Split(Protocol):
+    """What training and evaluation read from a split (`DetectionData`, `coco_images.CocoImages`)."""
+
+    class_names: tuple[str, ...]
+    boxes: tuple[np.ndarray, ...]
+    labels: tuple[np.ndarray, ...]
+
+    def __len__(self) -> int: ...
+
+    @property
+    def resize(self) -> Resize: ...
+
+    @property
+    def image_size(self) -> int: ...
+
+    def image(self, i: int) -> np.ndarray: ...
+
+    def ground_truth(self) -> dict[str, Any]: ...
+
+    def to_original(
+        self, i: int, boxes: np.ndarray, labels: np.ndarray
+    ) -> tuple[int, np.ndarray, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -91,6 +147,41 @@ class DetectionData:
     def num_boxes(self) -> int:
         return sum(len(b) for b in self.boxes)
 
+    @property
+    def resize(self) -> Resize:
+        return Resize("letterbox", self.image_size)
+
+    def image(self, i: int) -> np.ndarray:
+        return self.images[i]
+
+    def ground_truth(self) -> dict[str, Any]:
+        """The split as a COCO instances dict; image ids are 1-based positions, category ids the labels."""
+        images, annotations = [], []
+        size = self.image_size
+        for i, (boxes, labels) in enumerate(zip(self.boxes, self.labels, strict=True)):
+            images.append({"id": i + 1, "width": size, "height": size, "file_name": f"{i + 1}.png"})
+            for box, label in zip(boxes.tolist(), labels.tolist(), strict=True):
+                w, h = box[2] - box[0], box[3] - box[1]
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": i + 1,
+                        "category_id": int(label),
+                        "bbox": [box[0], box[1], w, h],
+                        "area": w * h,
+                        "iscrowd": 0,
+                    }
+                )
+        categories = [{"id": i + 1, "name": n} for i, n in enumerate(self.class_names)]
+        return {"images": images, "annotations": annotations, "categories": categories}
+
+    def to_original(
+        self, i: int, boxes: np.ndarray, labels: np.ndarray
+    ) -> tuple[int, np.ndarray, np.ndarray]:
+        """(COCO image id, boxes, category ids) of detections on image i: generated images are their own
+        original, so only the ids change."""
+        return i + 1, boxes, labels
+
     def subset(self, indices: list[int] | np.ndarray) -> DetectionData:
         idx = [int(i) for i in indices]
         return DetectionData(
@@ -105,8 +196,8 @@ class DetectionData:
 class DataSplit:
     """What `load_dataset` returns: both splits, the class names (index i is label i+1) and the report."""
 
-    train: DetectionData
-    val: DetectionData
+    train: Split
+    val: Split
     class_names: tuple[str, ...]
     report: DataReport
 

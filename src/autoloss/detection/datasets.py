@@ -1,17 +1,20 @@
-"""`load_dataset`: one entry point from a spec ("shapes" or a COCO JSON path) to train/val splits."""
+"""`load_dataset`: one entry point from a spec ("shapes", or COCO JSON files) to train/val splits."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from autoloss.data_specs import is_generated
-from autoloss.detection.coco_json import load_images, read_coco_json, split_indices
-from autoloss.detection.data import DataReport, DatasetError, DataSplit
+from autoloss.detection.coco_images import DEFAULT_CACHE_MB, CocoImages, ImageCache
+from autoloss.detection.coco_json import read_coco_json, split_indices, subset_indices
+from autoloss.detection.data import DataReport, DatasetError, DataSplit, Resize
 from autoloss.detection.shapes import generate_shapes
 
 SHAPES_IMAGE_SIZE = 128
 # Real photos (BCCD 640x480, microcontrollers 800x600) keep objects of 10-100 px at 256 px.
 COCO_IMAGE_SIZE = 256
+# torchvision's detection defaults for COCO photos (GeneralizedRCNNTransform min_size/max_size).
+KEEP_ASPECT_SIZES = (800, 1333)
 
 
 def load_dataset(
@@ -23,43 +26,111 @@ def load_dataset(
     train_size: int = 800,
     val_size: int = 200,
     val_fraction: float = 0.2,
+    val_spec: str | None = None,
+    val_images: str | None = None,
+    train_subset: int | None = None,
+    resize: str = "letterbox",
+    min_size: int | None = None,
+    max_size: int | None = None,
+    cache_mb: float = DEFAULT_CACHE_MB,
 ) -> DataSplit:
     """Load `spec`: "shapes" / "shapes-dense" (generated; `train_size`/`val_size` images) or a path to a
     COCO instances JSON.
 
-    For COCO, `images` is the folder the `file_name`s are relative to (default: the JSON's folder); the
-    split follows the images' `split` field when it names both "train" and "val" images, else a split of
-    `val_fraction` seeded by `seed`. Raises `DatasetError` for an unusable file, `ValueError` for bad
-    arguments; skipped or repaired items are counted in the returned report and warned once.
+    COCO, one file: `images` is the folder the `file_name`s are relative to (default: the JSON's folder);
+    the split follows the images' `split` field when it names both "train" and "val" images, else a split
+    of `val_fraction` seeded by `seed`. COCO, two files (COCO's own train2017/val2017 layout): `spec` is
+    the training JSON and `val_spec` the validation one, with `images` / `val_images` their folders.
+    `train_subset` keeps that many training images drawn at random (seeded). Images are read from disk as
+    training needs them (`cache_mb` of decoded images are kept), resized by `resize`: "letterbox" to
+    `image_size` squares (default 256), or "keep-aspect" with `min_size`/`max_size` (default 800/1333).
+
+    Raises `DatasetError` for an unusable file, `ValueError` for bad arguments; skipped or repaired items
+    are counted in the returned report and warned once.
     """
     if image_size is not None and image_size < 32:
         raise ValueError(f"image_size must be >= 32 pixels, got {image_size}")
     if is_generated(spec):
-        if images is not None:
-            raise ValueError(f"--images applies to COCO JSON datasets, not to {spec!r}")
+        for name, value in (("--images", images), ("--val-data", val_spec), ("--val-images", val_images)):
+            if value is not None:
+                raise ValueError(f"{name} applies to COCO JSON datasets, not to {spec!r}")
+        if resize != "letterbox":
+            raise ValueError(f"{spec!r} images are generated square; resize must be 'letterbox'")
         if train_size < 1 or val_size < 1:
             raise ValueError(f"shapes needs train_size and val_size >= 1, got {train_size}/{val_size}")
         size = image_size or SHAPES_IMAGE_SIZE
         train = generate_shapes("train", train_size, size, seed, style=spec)
+        if train_subset is not None:
+            train = train.subset(subset_indices(list(range(len(train))), train_subset, seed))
         val = generate_shapes("val", val_size, size, seed, style=spec)
         return DataSplit(train, val, train.class_names, DataReport())
-    return _load_coco(spec, images, image_size or COCO_IMAGE_SIZE, seed, val_fraction)
+    shape = _resize(resize, image_size, min_size, max_size)
+    return _load_coco(spec, images, val_spec, val_images, shape, seed, val_fraction, train_subset, cache_mb)
 
 
-def _load_coco(spec: str, images: str | None, image_size: int, seed: int, val_fraction: float) -> DataSplit:
+def _resize(mode: str, image_size: int | None, min_size: int | None, max_size: int | None) -> Resize:
+    if mode == "letterbox":
+        if min_size is not None or max_size is not None:
+            raise ValueError("min_size/max_size apply to resize 'keep-aspect'; letterbox uses image_size")
+        return Resize("letterbox", size=image_size or COCO_IMAGE_SIZE)
+    if mode == "keep-aspect":
+        low = min_size or KEEP_ASPECT_SIZES[0]
+        high = max_size or max(low, KEEP_ASPECT_SIZES[1])
+        if low < 32 or high < low:
+            raise ValueError(f"keep-aspect needs 32 <= min_size <= max_size, got {low}/{high}")
+        return Resize("keep-aspect", min_size=low, max_size=high)
+    raise ValueError(f"resize must be 'letterbox' or 'keep-aspect', got {mode!r}")
+
+
+def _json_path(spec: str) -> Path:
     path = Path(spec)
     if not path.is_file():
         if path.suffix.lower() != ".json":
             raise DatasetError(spec, "unknown dataset: expected 'shapes' or a path to a COCO JSON file")
         raise DatasetError(spec, "file not found")
-    root = Path(images) if images is not None else path.parent
+    return path
+
+
+def _folder(images: str | None, json_path: Path) -> Path:
+    root = Path(images) if images is not None else json_path.parent
     if not root.is_dir():
         raise DatasetError(str(root), "image folder not found")
+    return root
+
+
+def _load_coco(
+    spec: str,
+    images: str | None,
+    val_spec: str | None,
+    val_images: str | None,
+    resize: Resize,
+    seed: int,
+    val_fraction: float,
+    train_subset: int | None,
+    cache_mb: float,
+) -> DataSplit:
+    path = _json_path(spec)
+    root = _folder(images, path)
     report = DataReport()
     source = read_coco_json(path, report)
-    train_idx, val_idx = split_indices(source, seed, val_fraction)
-    train = load_images(source, train_idx, root, image_size, report)
-    val = load_images(source, val_idx, root, image_size, report)
+    if val_spec is None:
+        if val_images is not None:
+            raise ValueError("--val-images needs --val-data (the validation JSON)")
+        train_idx, val_idx = split_indices(source, seed, val_fraction)
+        val_source, val_root = source, root
+    else:
+        val_path = _json_path(val_spec)
+        val_root = _folder(val_images, val_path)
+        val_source = read_coco_json(val_path, report)
+        if not val_source.same_classes(source):
+            theirs = list(zip(val_source.category_ids, val_source.class_names, strict=True))
+            ours = list(zip(source.category_ids, source.class_names, strict=True))
+            raise DatasetError(val_spec, f"its categories {theirs} differ from the training file's {ours}")
+        train_idx, val_idx = list(range(len(source.images))), list(range(len(val_source.images)))
+    train_idx = subset_indices(train_idx, train_subset, seed)
+    cache = ImageCache(cache_mb)  # one budget for both splits
+    train = CocoImages(source, train_idx, root, resize, report, cache)
+    val = CocoImages(val_source, val_idx, val_root, resize, report, cache)
     if len(train) == 0:
         raise DatasetError(spec, f"no readable training images under {root}")
     report.warn_once(spec)

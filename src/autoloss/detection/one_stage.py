@@ -50,6 +50,32 @@ class _SeamMixin:
         return apply_loss(self.reg_loss, reg_inputs(pred, target), (pred.shape[0],))
 
 
+class _GroupNorm(nn.GroupNorm):
+    """GroupNorm without `F.group_norm`'s refusal of one value per group; same parameters and outputs.
+
+    torchvision's FCOS head uses GroupNorm(32, C). With the tiny backbone's C = 32 each group is one
+    channel, and on the 1x1 P7 map of a 128 px image a batch of one image has a single value per group:
+    `F.group_norm` raises there (a guard against degenerate training statistics), which made any
+    one-image batch (predict, an eval set's last batch) fail. The result is well defined: the normalised
+    value is 0 and the output is the layer's bias.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.group_norm(
+            x, self.num_groups, self.weight, self.bias, self.eps, torch.backends.cudnn.enabled
+        )
+
+
+def _replace_group_norms(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if type(child) is nn.GroupNorm:
+            replacement = _GroupNorm(child.num_groups, child.num_channels, child.eps, child.affine)
+            replacement.load_state_dict(child.state_dict())
+            setattr(module, name, replacement)
+        else:
+            _replace_group_norms(child)
+
+
 def _matched_targets(targets: list[dict[str, Tensor]], matched_idxs: list[Tensor]) -> tuple[Tensor, Tensor]:
     """Per-location GT class (-1 where not foreground) and GT box, stacked over the batch."""
     classes, boxes = [], []
@@ -92,6 +118,7 @@ class LossFCOSHead(_SeamMixin, FCOSHead):
         # near-zero-size boxes, where GIoU (and IoU-type losses) have no gradient: a location whose output
         # dips below zero never recovers. A bias of 1 starts every box one stride from its point each way.
         nn.init.constant_(self.regression_head.bbox_reg.bias, REG_BIAS_INIT)
+        _replace_group_norms(self)
         self._init_losses(cls_loss, reg_loss, cls_weight, reg_weight)
 
     def compute_loss(
@@ -101,7 +128,8 @@ class LossFCOSHead(_SeamMixin, FCOSHead):
         anchors: list[Tensor],
         matched_idxs: list[Tensor],
     ) -> dict[str, Tensor]:
-        # float32 throughout: under AMP the decoded boxes and the expressions need the range
+        # float32 throughout, stock and searched losses alike: under AMP the decoded boxes and the
+        # expressions need the range, and both sides of a comparison must see the same precision
         cls_logits = head_outputs["cls_logits"].float()  # [B, A, K]
         bbox_regression = head_outputs["bbox_regression"].float()  # [B, A, 4]
         bbox_ctrness = head_outputs["bbox_ctrness"].float()  # [B, A, 1]
@@ -186,6 +214,9 @@ class LossRetinaNetHead(_SeamMixin, RetinaNetHead):
         anchors: list[Tensor],
         matched_idxs: list[Tensor],
     ) -> dict[str, Tensor]:
+        # float32 for the stock losses too: under AMP the head outputs are half precision, and a stock
+        # focal/GIoU computed in bf16 against searched ones in float32 would not be a fair comparison
+        head_outputs = {key: value.float() for key, value in head_outputs.items()}
         if self.cls_loss is None:
             loss_cls = self.classification_head.compute_loss(targets, head_outputs, matched_idxs)
         if self.reg_loss is None:
@@ -203,8 +234,8 @@ class LossRetinaNetHead(_SeamMixin, RetinaNetHead):
         anchors: list[Tensor],
         matched_idxs: list[Tensor],
     ) -> tuple[Tensor, Tensor]:
-        cls_logits = head_outputs["cls_logits"].float()  # [B, A, K]
-        bbox_regression = head_outputs["bbox_regression"].float()  # [B, A, 4]
+        cls_logits = head_outputs["cls_logits"]  # [B, A, K], float32 (compute_loss casts)
+        bbox_regression = head_outputs["bbox_regression"]  # [B, A, 4]
         batch, _, k = cls_logits.shape
         matched = torch.stack(matched_idxs)
         gt_classes, gt_boxes = _matched_targets(targets, matched_idxs)

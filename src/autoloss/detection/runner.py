@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from autoloss.detection.coco_eval import coco_ground_truth, coco_map, detections_to_coco
-from autoloss.detection.data import DataSplit, DetectionData
+from autoloss.detection.data import DataSplit, Split
 from autoloss.detection.datasets import load_dataset
 from autoloss.detection.detectors import CLS_BRANCH, DETECTORS, Detector, build_detector
+from autoloss.detection.loader import eval_loader, to_device
 from autoloss.detection.loss_spec import loss_text, resolve_loss
 from autoloss.detection.train import (
     ProgressFn,
@@ -39,10 +40,21 @@ class ExperimentConfig:
     backbone: str = "tiny"
     data: str = "shapes"
     images: str | None = None
+    val_data: str | None = None  # a second COCO JSON for validation (COCO's train2017/val2017 layout)
+    val_images: str | None = None
+    train_subset: int | None = None  # this many training images drawn at random (seeded by data_seed)
+    resize: str = "letterbox"  # or "keep-aspect" (min_size/max_size), see detection.data.Resize
     image_size: int | None = None
+    min_size: int | None = None
+    max_size: int | None = None
+    cache_mb: float = 256.0  # decoded images kept per process (COCO data is read from disk)
     train_size: int = 800
     val_size: int = 200
     data_seed: int = 0
+    pretrained: str | None = None  # a torchvision ImageNet weight name for the ResNet backbone
+    backbone_weights: str | None = None  # or a local ResNet state dict
+    trainable_layers: int | None = None
+    geometry: str = "auto"  # anchors and RoI settings: "tiny", "coco" or "auto" (by image size)
     cls_loss: str = "default"
     reg_loss: str = "default"
     cls_weight: float = 1.0
@@ -78,6 +90,14 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
         raise ValueError("loss weights must be >= 0")
     if cfg.image_size is not None and (cfg.image_size < 32 or cfg.image_size % 32):
         raise ValueError(f"image_size must be a positive multiple of 32, got {cfg.image_size}")
+    if cfg.resize not in ("letterbox", "keep-aspect"):
+        raise ValueError(f"resize must be 'letterbox' or 'keep-aspect', got {cfg.resize!r}")
+    if cfg.geometry not in ("auto", "tiny", "coco"):
+        raise ValueError(f"geometry must be auto, tiny or coco, got {cfg.geometry!r}")
+    if cfg.train_subset is not None and cfg.train_subset < 1:
+        raise ValueError(f"train_subset must be >= 1 image, got {cfg.train_subset}")
+    if cfg.pretrained is not None and cfg.backbone_weights is not None:
+        raise ValueError("give pretrained (a torchvision weight name) or backbone_weights (a file), not both")
     validate_train_config(cfg.train)
 
 
@@ -115,7 +135,58 @@ class RunResult:
 def load_experiment_data(cfg: ExperimentConfig) -> DataSplit:
     """The train/val data an experiment trains and evaluates on."""
     return load_dataset(
-        cfg.data, cfg.images, cfg.image_size, cfg.data_seed, train_size=cfg.train_size, val_size=cfg.val_size
+        cfg.data,
+        cfg.images,
+        cfg.image_size,
+        cfg.data_seed,
+        train_size=cfg.train_size,
+        val_size=cfg.val_size,
+        val_spec=cfg.val_data,
+        val_images=cfg.val_images,
+        train_subset=cfg.train_subset,
+        resize=cfg.resize,
+        min_size=cfg.min_size,
+        max_size=cfg.max_size,
+        cache_mb=cfg.cache_mb,
+    )
+
+
+def data_key(cfg: ExperimentConfig) -> tuple:
+    """The settings that decide an experiment's data: equal keys load equal splits."""
+    return (
+        cfg.data,
+        cfg.images,
+        cfg.val_data,
+        cfg.val_images,
+        cfg.train_subset,
+        cfg.resize,
+        cfg.image_size,
+        cfg.min_size,
+        cfg.max_size,
+        cfg.data_seed,
+        cfg.train_size,
+        cfg.val_size,
+    )
+
+
+def build_for(cfg: ExperimentConfig, data: DataSplit, cls: Any, reg: Any) -> Detector:
+    """The experiment's detector for `data`, its transform sized so that it does not resize again."""
+    low, high = data.train.resize.detector_sizes()
+    return build_detector(
+        cfg.detector,
+        data.num_classes,
+        cfg.backbone,
+        cls,
+        reg,
+        cfg.cls_weight,
+        cfg.reg_weight,
+        seed=cfg.seed,
+        min_size=low,
+        max_size=high,
+        pretrained=cfg.pretrained,
+        backbone_weights=cfg.backbone_weights,
+        trainable_layers=cfg.trainable_layers,
+        geometry=cfg.geometry,
     )
 
 
@@ -142,18 +213,7 @@ def run_experiment(
         record.update(cls_loss=loss_text(cls), reg_loss=loss_text(reg))
         if data is None:
             data = load_experiment_data(cfg)
-        image_size = data.train.image_size
-        detector = build_detector(
-            cfg.detector,
-            data.num_classes,
-            cfg.backbone,
-            cls,
-            reg,
-            cfg.cls_weight,
-            cfg.reg_weight,
-            image_size,
-            seed=cfg.seed,
-        )
+        detector = build_for(cfg, data, cls, reg)
     except Exception as err:  # the evaluator reports a candidate it cannot even build; it does not crash
         return _failed(err, record, start), None
     outcome = train_detector(detector, data.train, cfg.train, cfg.seed, progress)
@@ -192,23 +252,20 @@ def _failed(err: Exception, record: dict[str, Any], start: float) -> RunResult:
 
 
 @torch.no_grad()
-def predict(
-    model: torch.nn.Module, data: DetectionData, batch_size: int = 32, device: str = "cpu"
-) -> list[dict]:
-    """Detections per image as numpy {"boxes" xyxy, "scores", "labels"} in the letterboxed frame."""
+def predict(model: torch.nn.Module, data: Split, batch_size: int = 32, device: str = "cpu", workers: int = 0):
+    """Detections per image as numpy {"boxes" xyxy, "scores", "labels"} in the detector's frame."""
     model.to(device).eval()
     out: list[dict[str, np.ndarray]] = []
-    for start in range(0, len(data), batch_size):
-        pixels = torch.from_numpy(np.array(data.images[start : start + batch_size])).to(device)
-        images = list(pixels.permute(0, 3, 1, 2).float().div_(255.0))
+    for samples in eval_loader(data, batch_size, workers, device):
+        images, _ = to_device(samples, device, with_targets=False)
         for det in model(images):
             out.append({k: det[k].float().cpu().numpy() for k in ("boxes", "scores", "labels")})
     return out
 
 
-def evaluate_detector(model: torch.nn.Module, data: DetectionData, cfg: TrainConfig | None = None) -> dict:
-    """COCO box metrics (AP, AP50, AP75, APs, APm, APl) of `model` on `data`."""
+def evaluate_detector(model: torch.nn.Module, data: Split, cfg: TrainConfig | None = None) -> dict:
+    """COCO box metrics (AP, AP50, AP75, APs, APm, APl) of `model` on `data`, in original coordinates."""
     cfg = cfg or TrainConfig(iterations=1)
     with thread_limit(cfg.threads):
-        detections = predict(model, data, cfg.eval_batch_size, cfg.device)
-    return coco_map(coco_ground_truth(data), detections_to_coco(detections))
+        detections = predict(model, data, cfg.eval_batch_size, cfg.device, cfg.loader_workers)
+    return coco_map(coco_ground_truth(data), detections_to_coco(detections, data))

@@ -9,19 +9,20 @@ loop never raises for what happens during training and never prints: progress go
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
-from torch import Tensor
 
-from autoloss.detection.data import DetectionData
+from autoloss.detection.data import Split
+from autoloss.detection.loader import to_device, train_loader
 
 # progress(iteration, total, loss) after every iteration
 ProgressFn = Callable[[int, int, float], None]
+AMP_MODES = ("off", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,17 @@ class TrainConfig:
     explode_ratio: float = 100.0
     threads: int | None = 1
     device: str = "cpu"
-    amp: bool = True
+    # Mixed precision on CUDA: "off", "bf16" or "fp16" (with a gradient scaler). Every loss, stock and
+    # searched, is computed in float32 either way, so the choice does not favour one kind of loss.
+    amp: str = "off"
+    deterministic: bool = False  # torch.use_deterministic_algorithms + cuDNN determinism for the run
+    loader_workers: int = 0  # processes decoding images for the loop (0: in the training process)
     eval_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        # Results cached before amp was a choice stored a bool (True meant bf16 on CUDA).
+        if isinstance(self.amp, bool):
+            object.__setattr__(self, "amp", "bf16" if self.amp else "off")
 
 
 def validate_train_config(cfg: TrainConfig) -> None:
@@ -72,6 +82,10 @@ def validate_train_config(cfg: TrainConfig) -> None:
         raise ValueError("device 'cuda' requested but CUDA is not available")
     if cfg.threads is not None and cfg.threads < 1:
         raise ValueError(f"threads must be >= 1, got {cfg.threads}")
+    if cfg.amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {cfg.amp!r}")
+    if cfg.loader_workers < 0:
+        raise ValueError(f"loader_workers must be >= 0, got {cfg.loader_workers}")
 
 
 @dataclass
@@ -98,6 +112,37 @@ def lr_factor(iteration: int, total: int, warmup: int, warmup_factor: float) -> 
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (iteration - warmup) / span)))
 
 
+class deterministic:
+    """Deterministic kernels for a block (torch.use_deterministic_algorithms, cuDNN without autotuning),
+    restoring the caller's settings afterwards. CPU training is deterministic without it; on CUDA some
+    kernels (scatter-add in the losses' backward, cuDNN's autotuned convolutions) are not."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __enter__(self) -> None:
+        if not self.enabled:
+            return
+        self._saved = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark,
+        )
+        # cuBLAS needs a fixed workspace for deterministic matmuls; it reads this when CUDA starts.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.enabled:
+            return
+        algorithms, cudnn_deterministic, benchmark = self._saved
+        torch.use_deterministic_algorithms(algorithms)
+        torch.backends.cudnn.deterministic = cudnn_deterministic
+        torch.backends.cudnn.benchmark = benchmark
+
+
 class thread_limit:
     """torch.set_num_threads for a block, restoring the caller's setting afterwards."""
 
@@ -113,37 +158,6 @@ class thread_limit:
         torch.set_num_threads(self._saved)
 
 
-def batches(data: DetectionData, batch_size: int, seed: int):
-    """Endless seeded index batches: a fresh permutation per epoch, the last partial batch dropped."""
-    gen = torch.Generator().manual_seed(seed)
-    n = len(data)
-    size = min(batch_size, n)
-    while True:
-        order = torch.randperm(n, generator=gen).tolist()
-        for start in range(0, n - size + 1, size):
-            yield order[start : start + size], torch.rand(size, generator=gen)
-
-
-def to_batch(
-    data: DetectionData, idx: list[int], flips: Tensor, flip_prob: float, device: str
-) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
-    """Float images in [0,1] and targets, horizontally flipping where `flips < flip_prob`."""
-    size = data.image_size
-    pixels = torch.from_numpy(data.images[idx]).to(device)  # fancy indexing copies: writable
-    images = pixels.permute(0, 3, 1, 2).float().div_(255.0)
-    out_images, targets = [], []
-    for j, i in enumerate(idx):
-        boxes = torch.from_numpy(np.array(data.boxes[i], dtype=np.float32)).reshape(-1, 4)
-        image = images[j]
-        if flips[j] < flip_prob:
-            image = image.flip(-1)
-            boxes = torch.stack([size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], dim=1)
-        out_images.append(image)
-        labels = torch.from_numpy(np.array(data.labels[i], dtype=np.int64))
-        targets.append({"boxes": boxes.to(device), "labels": labels.to(device)})
-    return out_images, targets
-
-
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adamw":
@@ -153,7 +167,7 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
 
 def train_detector(
     model: torch.nn.Module,
-    data: DetectionData,
+    data: Split,
     cfg: TrainConfig,
     seed: int,
     progress: ProgressFn | None = None,
@@ -163,7 +177,7 @@ def train_detector(
     start = time.perf_counter()
     devices = [torch.device(cfg.device).index or 0] if cfg.device.startswith("cuda") else []
     state = _LoopState(start)
-    with thread_limit(cfg.threads), torch.random.fork_rng(devices=devices):
+    with thread_limit(cfg.threads), torch.random.fork_rng(devices=devices), deterministic(cfg.deterministic):
         torch.manual_seed(seed)
         try:
             _loop(model, data, cfg, seed, progress, state)
@@ -202,20 +216,23 @@ def _loop(model, data, cfg, seed, progress, state: _LoopState) -> None:
     total = total_iterations(cfg, len(data))
     model.to(cfg.device).train()
     optimizer = _optimizer(model, cfg)
-    use_amp = cfg.amp and cfg.device.startswith("cuda")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
+    on_cuda = cfg.device.startswith("cuda")
+    use_amp = cfg.amp != "off" and on_cuda
+    dtype = torch.float16 if cfg.amp == "fp16" else torch.bfloat16
+    autocast = torch.autocast("cuda", dtype=dtype) if use_amp else nullcontext()
+    # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none.
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and cfg.amp == "fp16")
     params = [p for p in model.parameters() if p.requires_grad]
     early: list[float] = []
     window: list[float] = []
-    stream = batches(data, cfg.batch_size, seed)
+    stream = iter(train_loader(data, cfg.batch_size, seed, cfg.flip_prob, cfg.loader_workers, cfg.device))
     for it in range(total):
         if cfg.time_budget_s is not None and time.perf_counter() - state.start > cfg.time_budget_s:
             state.reason = f"time budget of {cfg.time_budget_s:g} s reached after {it} iterations"
             return
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * lr_factor(it, total, cfg.warmup_iters, cfg.warmup_factor)
-        idx, flips = next(stream)
-        images, targets = to_batch(data, idx, flips, cfg.flip_prob, cfg.device)
+        images, targets = to_device(next(stream), cfg.device)
         with autocast:
             losses = model(images, targets)
         loss = sum(v.float() for v in losses.values())
@@ -226,12 +243,17 @@ def _loop(model, data, cfg, seed, progress, state: _LoopState) -> None:
             state.status, state.reason = "diverged", f"iteration {it + 1}: {problem}"
             return
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip else float("inf"))
         if not torch.isfinite(norm):
+            if scaler.is_enabled():
+                scaler.update()  # an fp16 overflow: the scaler skips this step and lowers its scale
+                continue
             state.status, state.reason = "diverged", f"iteration {it + 1}: non-finite gradient"
             return
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         window.append(value)
         if len(window) == _CURVE_EVERY or it + 1 == total:
             state.curve.append(sum(window) / len(window))

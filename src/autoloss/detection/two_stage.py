@@ -57,13 +57,7 @@ class LossRoIHeads(RoIHeads):
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
         losses = self.box_losses(
-            class_logits.float(),
-            box_regression.float(),
-            proposals,
-            matched_idxs,
-            labels,
-            regression_targets,
-            targets,
+            class_logits, box_regression, proposals, matched_idxs, labels, regression_targets, targets
         )
         return [], losses
 
@@ -77,7 +71,12 @@ class LossRoIHeads(RoIHeads):
         regression_targets: list[Tensor],
         targets: list[dict[str, Tensor]],
     ) -> dict[str, Tensor]:
-        """{"loss_classifier", "loss_box_reg"} over the sampled RoIs of the batch."""
+        """{"loss_classifier", "loss_box_reg"} over the sampled RoIs of the batch, in float32.
+
+        Under AMP the predictor's outputs are half precision; the stock cross-entropy / smooth L1 get the
+        same float32 cast as the searched losses, so neither side of a comparison loses precision.
+        """
+        class_logits, box_regression = class_logits.float(), box_regression.float()
         if self.cls_loss is None or self.reg_loss is None:
             stock_cls, stock_reg = fastrcnn_loss(class_logits, box_regression, labels, regression_targets)
         all_labels = torch.cat(labels)

@@ -8,6 +8,12 @@ Why not `concurrent.futures.ProcessPoolExecutor`: it cannot say which process ru
 dead worker breaks the pool for every task in flight. Here each slot owns its worker, so stopping a task
 (a per-trial timeout) kills exactly the process running it, a dead worker costs only its own task
 (`WorkerLost`), and the slot starts a fresh process for the next one.
+
+GPUs: given one GPU id per slot, each worker runs with CUDA_VISIBLE_DEVICES set to its slot's id, so it
+sees that one GPU and a task's device "cuda" (cuda:0) is it; a restarted worker keeps its slot's GPU.
+The variable is set first thing in the fresh (spawned) child, before anything there initialises CUDA,
+which reads it once; importing torch does not initialise CUDA, so a module that imports torch before
+this runs is fine. Setting it in the parent around `start()` instead would race with other threads.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ def _init_worker() -> None:
         pass
 
 
-def _serve_tasks(conn: Any) -> None:
+def _serve_tasks(conn: Any, env: dict[str, str] | None = None) -> None:
     """A worker process: run (fn, args) messages until told to stop or the parent goes away."""
+    os.environ.update(env or {})  # before torch is set up: CUDA reads CUDA_VISIBLE_DEVICES only once
     _init_worker()
     while True:
         try:
@@ -61,11 +68,13 @@ def _serve_tasks(conn: Any) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx: Any):
+    def __init__(self, ctx: Any, env: dict[str, str] | None = None):
         self.conn, child = ctx.Pipe()
         # Daemonic, so an interpreter that exits without shutdown() ends its workers instead of waiting
         # for them (they block on the pipe it still holds open).
-        self.process = ctx.Process(target=_serve_tasks, args=(child,), name="autoloss-worker", daemon=True)
+        self.process = ctx.Process(
+            target=_serve_tasks, args=(child, env), name="autoloss-worker", daemon=True
+        )
         self.process.start()
         child.close()  # only the worker holds its end, so its death shows up here as EOF
 
@@ -98,10 +107,26 @@ class _Task:
 
 
 class ProcessExecutor:
-    def __init__(self, workers: int = 2):
+    """`workers` worker processes; with `gpus` (one GPU id per slot, see `gpu_slots`), slot k's worker
+    sees only GPU gpus[k], and the pool has one slot per entry."""
+
+    def __init__(self, workers: int | None = None, *, gpus: list[str] | None = None):
+        if gpus is not None:
+            if not gpus:
+                raise ValueError("gpus must name at least one GPU (or be None for CPU workers)")
+            if workers is not None and workers != len(gpus):
+                raise ValueError(f"{workers} workers but {len(gpus)} GPU slots; give one GPU id per worker")
+            workers = len(gpus)
+        elif workers is None:
+            workers = 2
         if workers < 1:
             raise ValueError(f"workers must be positive, got {workers}")
         self.slots = workers
+        self.gpus = list(gpus) if gpus is not None else None
+        # Per slot, not per worker: the restarted worker of a slot gets the same GPU
+        self._envs: list[dict[str, str] | None] = [None] * workers
+        if gpus is not None:
+            self._envs = [{"CUDA_VISIBLE_DEVICES": g} for g in gpus]
         self._ctx = multiprocessing.get_context("spawn")
         self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -145,7 +170,7 @@ class ProcessExecutor:
                     if worker is not None:
                         worker.close()
                     try:
-                        worker = self._workers[slot] = _Worker(self._ctx)
+                        worker = self._workers[slot] = _Worker(self._ctx, self._envs[slot])
                     except Exception as exc:  # cannot start a process: fail this task, keep the slot
                         self._workers[slot] = None
                         task.future.set_exception(WorkerLost(f"could not start a worker process: {exc}"))

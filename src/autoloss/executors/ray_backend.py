@@ -7,6 +7,10 @@ statistics. With an address ("auto" or HOST:PORT) it joins a running cluster and
 Trials (functions marked with `autoloss.executors.trial`) ask Ray for `gpus_per_trial` GPUs and
 `cpus_per_trial` CPUs; everything else (screening chunks) for one CPU. Ray's own retries are off: the
 search retries a lost trial once itself and records it, which Ray's silent retries would hide.
+
+GPUs: Ray sets each task's CUDA_VISIBLE_DEVICES to the GPUs it was given, so a trial's device "cuda" is
+its own GPU, and a trial given none sees no GPU at all. Hence on cuda a trial asks for one GPU unless
+told otherwise, and zero is refused; a fraction (0.5) lets trials share a GPU.
 """
 
 from __future__ import annotations
@@ -39,8 +43,26 @@ def _import_ray(local: bool) -> Any:
     return ray
 
 
+def trial_gpus(device: str, gpus_per_trial: float | None) -> float:
+    """The GPUs each trial asks Ray for: 1 on cuda and 0 on cpu unless given; never 0 on cuda."""
+    cuda = device.startswith("cuda")
+    if gpus_per_trial is None:
+        return 1.0 if cuda else 0.0
+    if gpus_per_trial < 0:
+        raise ValueError(f"gpus_per_trial must be >= 0, got {gpus_per_trial:g}")
+    if cuda and gpus_per_trial == 0:
+        raise BackendUnavailable(
+            "--device cuda with 0 GPUs per trial: Ray sets CUDA_VISIBLE_DEVICES to a trial's GPUs, so a "
+            "zero-GPU trial would see none; pass --gpus-per-trial > 0 (a fraction such as 0.5 shares a GPU)"
+        )
+    return float(gpus_per_trial)
+
+
 def _call(threads: int, fn: Callable[..., Any], *args: Any) -> Any:
     """Runs in a Ray worker: pin torch's threads to the CPUs the task was given, then run the task."""
+    # Ray reuses a worker for tasks of different sizes, so this is set per task; it reaches what starts
+    # its OpenMP pool after this (a first import, a subprocess), and torch is pinned directly below.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
         import torch
 
@@ -56,13 +78,16 @@ class RayExecutor:
         workers: int = 2,
         *,
         address: str | None = None,
-        gpus_per_trial: float = 0.0,
+        device: str = "cpu",
+        gpus_per_trial: float | None = None,
         cpus_per_trial: float = 1.0,
     ):
         if workers < 1:
             raise ValueError(f"workers must be positive, got {workers}")
-        if gpus_per_trial < 0 or cpus_per_trial <= 0:
-            raise ValueError("gpus_per_trial must be >= 0 and cpus_per_trial > 0")
+        if cpus_per_trial <= 0:
+            raise ValueError(f"cpus_per_trial must be > 0, got {cpus_per_trial:g}")
+        # Before Ray starts: a refused setting costs nothing and leaves no cluster behind
+        gpus_per_trial = trial_gpus(device, gpus_per_trial)
         ray = self._ray = _import_ray(local=address is None)
         self.slots = workers
         self.gpus_per_trial = gpus_per_trial

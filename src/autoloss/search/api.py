@@ -10,11 +10,23 @@ from autoloss.data_specs import is_generated
 from autoloss.runs.rundir import RunDir
 from autoloss.search.config import ConfigError, SearchConfig, budget_config, validate
 from autoloss.search.driver import Progress, Search
+from autoloss.search.presets import resolve_proxy
 
 # What `resume` may change: how and where the work runs, never what is searched.
 RUNTIME_OVERRIDES = {
-    "backend": {"backend", "workers", "ray_address", "gpus_per_trial", "cpus_per_trial", "trial_timeout_s"},
-    "proxy": {"device"},
+    "backend": {
+        "backend",
+        "workers",
+        "workers_per_gpu",
+        "ray_address",
+        "gpus_per_trial",
+        "cpus_per_trial",
+        "trial_timeout_s",
+        "max_same_failures",
+    },
+    # A resume on another device trains on it from then on; results are cached per device, so results
+    # from the two are never mixed in one comparison.
+    "proxy": {"device", "loader_workers"},
 }
 
 
@@ -23,11 +35,40 @@ def default_run_dir() -> Path:
 
 
 def check_data(cfg: SearchConfig) -> None:
-    data = cfg.proxy.data
-    if not is_generated(data) and not Path(data).is_file():
+    p = cfg.proxy
+    if not is_generated(p.data) and not Path(p.data).is_file():
         raise ConfigError(
-            f"--data must be 'shapes', 'shapes-dense' or a COCO annotations JSON; {data!r} does not exist"
+            f"--data must be 'shapes', 'shapes-dense' or a COCO annotations JSON; {p.data!r} does not exist"
         )
+    if p.val_data is not None and not Path(p.val_data).is_file():
+        raise ConfigError(f"--val-data: {p.val_data!r} does not exist")
+    for flag, folder in (("--images", p.images), ("--val-images", p.val_images)):
+        if folder is not None and not Path(folder).is_dir():
+            raise ConfigError(f"{flag}: image folder {folder!r} does not exist")
+    if p.backbone_weights is not None and not Path(p.backbone_weights).is_file():
+        raise ConfigError(f"--backbone-weights: file {p.backbone_weights!r} does not exist")
+
+
+def check_device(cfg: SearchConfig) -> None:
+    """`--device cuda` where this machine has no CUDA: one line now, not a failed training per candidate.
+    (With Ray the GPUs may be on other nodes; the executor checks the cluster's resources.)"""
+    device = cfg.proxy.device
+    if not device.startswith("cuda") or cfg.backend.backend == "ray":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"--device {device}: CUDA is not available here (torch {torch.__version__}, "
+            f"{'built without CUDA' if torch.version.cuda is None else 'no GPU visible'}); use --device cpu"
+        )
+
+
+def preflight(cfg: SearchConfig) -> None:
+    """Every check that can fail before a run directory or a display exists (ConfigError, one line)."""
+    validate(cfg)
+    check_data(cfg)
+    check_device(cfg)
 
 
 def run_search(
@@ -38,8 +79,8 @@ def run_search(
     progress: Progress | None = None,
 ) -> tuple[dict[str, Any], RunDir]:
     cfg = cfg or budget_config("default")
-    validate(cfg)
-    check_data(cfg)
+    preflight(cfg)
+    cfg = resolve_proxy(cfg)
     run = RunDir.create(out or default_run_dir(), cfg.to_dict(), overwrite=overwrite)
     summary = Search(cfg, run, progress).run_all()
     return summary, run
@@ -60,6 +101,7 @@ def resume_search(
             )
     cfg = cfg.replace(**overrides)
     validate(cfg)
+    check_device(cfg)
     summary = Search(cfg, run, progress).run_all()
     return summary, run
 

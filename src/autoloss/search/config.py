@@ -11,7 +11,10 @@ from typing import Any
 
 from autoloss.errors import AutolossError
 
-CONFIG_VERSION = 2  # 2: rungs and promotion, held-out final seeds
+CONFIG_VERSION = 3  # 2: rungs and promotion, held-out final seeds; 3: COCO-scale data, GPUs
+# Versions this one reads: a version-2 run directory is version 3 with every new setting at its default
+# (the defaults reproduce what version 2 did on CPU).
+READS_VERSIONS = (2, 3)
 BRANCH_CHOICES = ("cls", "reg", "both")
 DETECTOR_BRANCH = {"fcos": "cls-sigmoid", "retinanet": "cls-sigmoid", "faster_rcnn": "cls-softmax"}
 
@@ -52,20 +55,36 @@ class FilterConfig:
 
 @dataclass(frozen=True)
 class ProxySettings:
-    detector: str = "fcos"
-    backbone: str = "tiny"
+    """The proxy training. Settings left at None take the preset's value (`autoloss presets` lists them)."""
+
+    detector: str | None = None
+    backbone: str | None = None
     # shapes-dense ranked the fidelity panel closer to the real datasets than shapes at the same cost
     # (BENCHMARKS.md, "Proxy fidelity"); neither ranks like them well.
     data: str = "shapes-dense"
     images: str | None = None
+    val_data: str | None = None
+    val_images: str | None = None
+    train_subset: int | None = None
     preset: str = "fcos-shapes"
     iterations: int | None = 300
     epochs: int | None = None
     device: str = "cpu"
+    resize: str | None = None
     image_size: int | None = None
+    min_size: int | None = None
+    max_size: int | None = None
     train_size: int | None = None
     val_size: int | None = None
-    lr: float | None = None  # None: the preset's learning rate
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: str | None = None
+    amp: str | None = None  # off | bf16 | fp16 (CUDA only)
+    deterministic: bool | None = None
+    loader_workers: int | None = None
+    pretrained: str | None = None
+    backbone_weights: str | None = None
+    trainable_layers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -73,9 +92,13 @@ class BackendConfig:
     backend: str = "process"  # serial | process | ray
     workers: int = 2
     ray_address: str | None = None
-    gpus_per_trial: float = 0.0
-    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None  # Ray: None = 1 per trial on cuda, 0 on cpu
+    cpus_per_trial: float = 1.0  # also the torch threads of each training
+    workers_per_gpu: int | None = None  # process backend on cuda: None = one worker per visible GPU
     trial_timeout_s: float | None = None
+    # The circuit breaker: this many trainings in a row that fail for the same reason stop the search
+    # (a broken dataset, device or install fails every training alike; a bad loss diverges or fails alone).
+    max_same_failures: int = 4
 
 
 @dataclass(frozen=True)
@@ -92,7 +115,7 @@ class SearchConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> SearchConfig:
         version = raw.get("version")
-        if version != CONFIG_VERSION:
+        if version not in READS_VERSIONS:
             raise ConfigError(
                 f"this run was written by config version {version}; this autoloss reads version "
                 f"{CONFIG_VERSION} — start a new run, or use the autoloss release that wrote it"
@@ -110,7 +133,7 @@ class SearchConfig:
             if unknown:
                 raise ConfigError(f"unknown {name} setting(s): {', '.join(sorted(unknown))}")
             parts[name] = kind(**section)
-        return cls(**parts)
+        return cls(**parts)  # the current version: an older one is migrated by its defaults
 
     def replace(self, **sections: dict[str, Any]) -> SearchConfig:
         """A copy with fields of the named sections replaced, e.g. replace(backend={"workers": 1})."""
@@ -120,8 +143,17 @@ class SearchConfig:
         return dataclasses.replace(self, **updated)
 
     @property
+    def detector(self) -> str:
+        """The proxy's detector: set in the proxy section, or the preset's."""
+        if self.proxy.detector is not None:
+            return self.proxy.detector
+        from autoloss.search.presets import preset_detector
+
+        return preset_detector(self.proxy.preset)
+
+    @property
     def cls_branch(self) -> str:
-        return DETECTOR_BRANCH[self.proxy.detector]
+        return DETECTOR_BRANCH[self.detector]
 
     def searched_branches(self) -> list[str]:
         b = self.evolution.branch
@@ -191,21 +223,99 @@ def validate(cfg: SearchConfig) -> None:
         raise ConfigError(f"--max-proxy-evals must be positive, got {e.max_proxy_evals}")
     if e.time_limit_s is not None and e.time_limit_s <= 0:
         raise ConfigError(f"--time-limit must be positive, got {e.time_limit_s}")
-    if p.detector not in DETECTOR_BRANCH:
+    if p.detector is not None and p.detector not in DETECTOR_BRANCH:
         raise ConfigError(f"--detector must be one of {', '.join(DETECTOR_BRANCH)}, got {p.detector!r}")
     if p.iterations is not None and p.epochs is not None:
         raise ConfigError("give the proxy length as iterations or as epochs, not both")
     if p.lr is not None and not p.lr > 0:
         raise ConfigError(f"proxy lr must be positive, got {p.lr}")
-    for name in ("iterations", "epochs", "image_size", "train_size", "val_size"):
+    for name in (
+        "iterations",
+        "epochs",
+        "image_size",
+        "min_size",
+        "max_size",
+        "train_size",
+        "val_size",
+        "train_subset",
+        "batch_size",
+    ):
         value = getattr(p, name)
         if value is not None and value < 1:
-            raise ConfigError(f"proxy {name} must be positive, got {value}")
+            raise ConfigError(f"proxy {name.replace('_', '-')} must be positive, got {value}")
+    if p.amp is not None and p.amp not in ("off", "bf16", "fp16"):
+        raise ConfigError(f"--amp must be off, bf16 or fp16, got {p.amp!r}")
+    if p.resize is not None and p.resize not in ("letterbox", "keep-aspect"):
+        raise ConfigError(f"--resize must be letterbox or keep-aspect, got {p.resize!r}")
+    if p.optimizer is not None and p.optimizer not in ("sgd", "adamw"):
+        raise ConfigError(f"--optimizer must be sgd or adamw, got {p.optimizer!r}")
+    if p.loader_workers is not None and p.loader_workers < 0:
+        raise ConfigError(f"--loader-workers must be >= 0, got {p.loader_workers}")
+    if p.pretrained is not None and p.backbone_weights is not None:
+        raise ConfigError("give --pretrained or --backbone-weights, not both")
+    from autoloss.search.presets import PresetError, check_preset
+
+    try:
+        check_preset(cfg)
+    except PresetError as exc:
+        raise ConfigError(str(exc)) from None
     if p.device not in ("cpu", "cuda") and not p.device.startswith("cuda:"):
         raise ConfigError(f"--device must be cpu or cuda, got {p.device!r}")
     if b.backend not in ("serial", "process", "ray"):
         raise ConfigError(f"--backend must be serial, process or ray, got {b.backend!r}")
     if b.workers < 1:
         raise ConfigError(f"--workers must be positive, got {b.workers}")
-    if b.gpus_per_trial < 0 or b.cpus_per_trial <= 0:
+    if (b.gpus_per_trial is not None and b.gpus_per_trial < 0) or b.cpus_per_trial <= 0:
         raise ConfigError("--gpus-per-trial must be >= 0 and --cpus-per-trial > 0")
+    if b.gpus_per_trial == 0 and b.backend == "ray" and p.device.startswith("cuda"):
+        raise ConfigError(
+            "--gpus-per-trial 0 with --device cuda: Ray would hide every GPU from the trials; "
+            "leave it out (1 GPU per trial) or give a fraction such as 0.5 to share a GPU"
+        )
+    if b.workers_per_gpu is not None and b.workers_per_gpu < 1:
+        raise ConfigError(f"--workers-per-gpu must be positive, got {b.workers_per_gpu}")
+    if b.max_same_failures < 1:
+        raise ConfigError(f"max_same_failures must be positive, got {b.max_same_failures}")
+
+
+def load_config_file(path: str, base: SearchConfig) -> SearchConfig:
+    """`base` with the settings of a YAML file in the run directory's config.yaml schema (sections
+    evolution / filters / proxy / backend; any subset of them and of their settings)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(open(path, encoding="utf-8").read())
+    except FileNotFoundError:
+        raise ConfigError(f"--config: file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path}: cannot read: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {path}: malformed YAML: {str(exc).splitlines()[0]}") from None
+    if raw is None:
+        return base
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--config {path}: expected sections evolution/filters/proxy/backend")
+    raw = dict(raw)
+    version = raw.pop("version", CONFIG_VERSION)
+    if version not in READS_VERSIONS:
+        raise ConfigError(f"--config {path}: config version {version} is not one this autoloss reads")
+    sections = {f.name for f in dataclasses.fields(SearchConfig)} - {"version"}
+    unknown = set(raw) - sections
+    if unknown:
+        raise ConfigError(
+            f"--config {path}: unknown section(s) {', '.join(sorted(unknown))}; "
+            f"expected {', '.join(sorted(sections))}"
+        )
+    updates = {}
+    for name, values in raw.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"--config {path}: section {name!r} must be a mapping of settings")
+        known = {f.name for f in dataclasses.fields(getattr(base, name))}
+        bad = set(values) - known
+        if bad:
+            raise ConfigError(
+                f"--config {path}: unknown {name} setting(s): {', '.join(sorted(bad))}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        updates[name] = values
+    return base.replace(**updates)

@@ -20,14 +20,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from autoloss.errors import AutolossError
 from autoloss.executors import make_executor
 from autoloss.runs.rundir import RunDir
 from autoloss.search.config import SearchConfig, validate
 from autoloss.search.engine import DEFAULT, Evaluated, Evolution
 from autoloss.search.final import final_comparison
 from autoloss.search.funnel import pick_top_k, screen_generation
-from autoloss.search.proxy import ProxyRunner, ap_of
+from autoloss.search.presets import resolve_proxy
+from autoloss.search.proxy import ProxyBroken, ProxyRunner, ap_of
 from autoloss.search.rungs import held_out_seeds, ladder, promote_count
 from autoloss.spaces.branches import branch as get_branch
 from autoloss.spaces.generate import TreeLimits
@@ -36,17 +36,13 @@ from autoloss.spaces.named import DEFAULTS, NAMED, name_of
 EVENTS = "events.jsonl"
 
 
-class ProxyBroken(AutolossError):
-    """Every baseline proxy training failed: the proxy task, not a loss, is at fault."""
-
-
 Progress = Callable[[dict[str, Any]], None]
 
 
 class Search:
     def __init__(self, cfg: SearchConfig, run: RunDir, progress: Progress | None = None):
         validate(cfg)
-        self.cfg = cfg
+        self.cfg = cfg = resolve_proxy(cfg)
         self.run = run
         self.progress = progress or (lambda event: None)
         ev = cfg.evolution
@@ -101,6 +97,8 @@ class Search:
         executor = make_executor(
             b.backend,
             b.workers,
+            device=self.cfg.proxy.device,
+            workers_per_gpu=b.workers_per_gpu,
             ray_address=b.ray_address,
             gpus_per_trial=b.gpus_per_trial,
             cpus_per_trial=b.cpus_per_trial,
@@ -170,15 +168,22 @@ class Search:
             [self._job(b, t)[:2] for b, t, _ in entries], rung0.seeds, rung0.multiplier
         )
         results = [r for runs in by_pair.values() for r in runs]
-        if all(r.get("status") == "failed" for r in results):
-            # Not one anchor trained (a diverged loss still trained): the proxy itself is broken — bad data,
-            # an absent device, workers that cannot start. Ranking zeros would report a meaningless "found"
-            # pair, so the search stops here; nothing was checkpointed, so `resume` retries the baseline.
-            reason = results[0].get("reason", "no reason recorded")
+        default_runs = by_pair[self._job(next(iter(self.engines)), DEFAULT)[:2]]
+        if all(r.get("status") == "failed" for r in default_runs):
+            # The detector's own losses did not train (a diverged loss still trained): the proxy itself is
+            # broken — bad data, an absent device, workers that cannot start. Ranking against zeros would
+            # report a meaningless "found" pair, so the search stops here; nothing was checkpointed, so
+            # `resume` retries the baseline (its finished trainings come from the journal).
+            failed = sum(r.get("status") == "failed" for r in results)
+            what = (
+                f"every baseline proxy training failed ({failed} of {len(results)})"
+                if failed == len(results)
+                else f"the default losses' baseline trainings failed ({failed} of {len(results)} failed)"
+            )
+            reason = str(default_runs[0].get("reason", "")).strip() or "no reason recorded"
             raise ProxyBroken(
-                f"every baseline proxy training failed ({len(results)} of {len(results)}), e.g.: "
-                f"{reason.strip().splitlines()[0] if reason.strip() else reason} — fix the proxy task "
-                "(data, --device, workers), then `autoloss resume` the run directory"
+                f"{what}, e.g.: {reason.splitlines()[0]} — fix the proxy task (data, --device, workers), "
+                "then `autoloss resume` the run directory"
             )
         events = []
         for b, text, key in entries:

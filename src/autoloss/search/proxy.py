@@ -11,12 +11,14 @@ recorded as failed with the reason — worst fitness, and the search goes on.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 from autoloss.data_specs import is_generated
+from autoloss.errors import AutolossError
 from autoloss.executors.base import TrialTimeout, stop_task
 from autoloss.runs.rundir import RunDir
 from autoloss.search.config import SearchConfig
@@ -25,36 +27,71 @@ from autoloss.search.tasks import proxy_task
 EVALUATIONS = "evaluations.jsonl"
 
 
+class ProxyBroken(AutolossError):
+    """The proxy task, not a loss, is at fault: every baseline training failed, or the circuit breaker saw
+    the same failure too many times in a row. The search stops (exit code 1) with the reason."""
+
+
+def failure_kind(reason: str) -> str:
+    """A failure's reason without its numbers (pids, iterations, sizes), so that one cause repeated across
+    trainings compares equal."""
+    first = reason.strip().splitlines()[0] if reason.strip() else "no reason recorded"
+    return re.sub(r"\d+(\.\d+)?", "#", first)
+
+
+# Proxy settings that are ExperimentConfig fields / TrainConfig fields of the same name.
+_TOP = (
+    "detector",
+    "backbone",
+    "images",
+    "val_data",
+    "val_images",
+    "train_subset",
+    "resize",
+    "image_size",
+    "min_size",
+    "max_size",
+    "train_size",
+    "val_size",
+    "pretrained",
+    "backbone_weights",
+    "trainable_layers",
+)
+_TRAIN = ("batch_size", "lr", "optimizer", "amp", "deterministic", "loader_workers")
+
+
 def experiment_dict(cfg: SearchConfig) -> dict[str, Any]:
     """The detection layer's ExperimentConfig (as a dict) for this search's proxy task, seed unset."""
     from autoloss.detection import preset
 
     p = cfg.proxy
-    train: dict[str, Any] = {"device": p.device}
+    # Each training's torch threads are the CPUs it was given.
+    train: dict[str, Any] = {"device": p.device, "threads": max(1, int(cfg.backend.cpus_per_trial))}
     if p.iterations is not None:
         train["iterations"] = p.iterations
     if p.epochs is not None:
         train["epochs"] = p.epochs
-    if p.lr is not None:
-        train["lr"] = p.lr
-    overrides: dict[str, Any] = {
-        "detector": p.detector,
-        "backbone": p.backbone,
-        "data": p.data,
-        "images": p.images,
-    }
-    if not is_generated(p.data):
+    train.update({k: getattr(p, k) for k in _TRAIN if getattr(p, k) is not None})
+    overrides: dict[str, Any] = {"data": p.data}
+    if not is_generated(p.data) and is_generated(preset_data(p.preset)):
         overrides["image_size"] = None  # the dataset's own default: real photos need more than shapes' 128 px
-    for name in ("image_size", "train_size", "val_size"):
-        if getattr(p, name) is not None:
-            overrides[name] = getattr(p, name)
+    overrides.update({k: getattr(p, k) for k in _TOP if getattr(p, k) is not None})
     return preset(p.preset, train=train, **overrides).to_dict()
 
 
-def eval_id(cls_loss: str, reg_loss: str, seed: int, multiplier: int = 1) -> str:
-    # The proxy length keeps its old id, so caches written before rungs existed stay valid.
+def preset_data(name: str) -> str:
+    from autoloss.detection import PROXY_PRESETS
+
+    return PROXY_PRESETS[name].data
+
+
+def eval_id(cls_loss: str, reg_loss: str, seed: int, multiplier: int = 1, device: str = "cpu") -> str:
+    # The proxy length and the CPU keep their old id, so caches written before rungs and devices existed
+    # stay valid; a result from another device is another result (a resume there never mixes them).
     base = f"{cls_loss}|{reg_loss}|{seed}"
-    return base if multiplier == 1 else f"{base}|x{multiplier}"
+    if multiplier != 1:
+        base = f"{base}|x{multiplier}"
+    return base if device == "cpu" else f"{base}|{device}"
 
 
 def scaled(experiment: dict[str, Any], multiplier: int) -> dict[str, Any]:
@@ -81,6 +118,7 @@ class ProxyRunner:
         task: Callable[..., dict[str, Any]] = proxy_task,
     ):
         self.experiment = experiment_dict(cfg)
+        self.device = cfg.proxy.device
         self.task = task  # a seam for tests: a stand-in training with the same signature
         self.timeout = cfg.backend.trial_timeout_s
         self.run = run
@@ -91,6 +129,8 @@ class ProxyRunner:
         # Proxy-length trainings the search has asked for (cached or not): the budget's unit, so a 3x
         # training counts 3.
         self.count = 0
+        self.max_same_failures = cfg.backend.max_same_failures
+        self._streak: tuple[str, int] = ("", 0)  # (failure kind, trainings in a row that failed so)
 
     def evaluate(self, jobs: list[tuple[str, str, int]], multiplier: int = 1) -> list[dict[str, Any]]:
         """Results for (cls, reg, seed) jobs at `multiplier` times the proxy length, in job order. At most
@@ -101,7 +141,7 @@ class ProxyRunner:
         experiment = scaled(self.experiment, multiplier)
         for i, (c, r, s) in enumerate(jobs):
             self.count += multiplier
-            cached = self.cache.get(eval_id(c, r, s, multiplier))
+            cached = self.cache.get(eval_id(c, r, s, multiplier, self.device))
             if cached is not None:
                 results[i] = cached
             else:
@@ -153,12 +193,31 @@ class ProxyRunner:
 
     def _finish(self, job: tuple[str, str, int], multiplier: int, result: dict[str, Any]) -> None:
         c, r, s = job
-        key = eval_id(c, r, s, multiplier)
+        key = eval_id(c, r, s, multiplier, self.device)
         record = {"id": key, "cls": c, "reg": r, "seed": s, "multiplier": multiplier, "result": result}
+        if self.device != "cpu":
+            record["device"] = self.device
         self.run.append(EVALUATIONS, [record])
         self.cache[key] = result
         if self.on_done is not None:
             self.on_done(record)
+        self._breaker(result)
+
+    def _breaker(self, result: dict[str, Any]) -> None:
+        """Stop the search when `max_same_failures` trainings in a row failed for one reason. Only "failed"
+        counts: a loss that diverges is a result about the loss. The result is already in the journal."""
+        if result.get("status") != "failed":
+            self._streak = ("", 0)
+            return
+        kind = failure_kind(str(result.get("reason", "")))
+        count = self._streak[1] + 1 if self._streak[0] == kind else 1
+        self._streak = (kind, count)
+        if count >= self.max_same_failures:
+            raise ProxyBroken(
+                f"{count} proxy trainings in a row failed the same way: "
+                f"{str(result.get('reason', '')).strip().splitlines()[0]} — fix the proxy task (data, "
+                "--device, workers), then `autoloss resume` the run directory"
+            )
 
 
 def _failure(reason: str) -> dict[str, Any]:

@@ -26,9 +26,9 @@ def screen_task(texts: list[str], branch: str, cpv: bool, mos: bool) -> list[dic
 
 
 def _data_for(cfg: Any) -> Any:
-    from autoloss.detection.runner import load_experiment_data
+    from autoloss.detection.runner import data_key, load_experiment_data
 
-    key = (cfg.data, cfg.images, cfg.image_size, cfg.data_seed, cfg.train_size, cfg.val_size)
+    key = data_key(cfg)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()  # one dataset at a time: a worker serves one search
         _DATA_CACHE[key] = load_experiment_data(cfg)

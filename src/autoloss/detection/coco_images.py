@@ -1,0 +1,246 @@
+"""`CocoImages`: one split of a COCO dataset, read from disk image by image as training asks for it.
+
+Only annotations and image sizes stay in memory (a 118k-image train2017 is a few hundred MB of JSON, not
+the 23 GB its pixels take at 256 px); pixels are decoded on demand and kept in a small cache bounded in
+bytes (`ImageCache`), so a short proxy training on a small dataset decodes each image once, while a large
+one never holds more than the cache. Boxes are in the detector's frame (the original boxes times the
+image's resize scale); `ground_truth()` and `to_original()` give COCO evaluation the original annotations
+(crowd regions included) and detections mapped back to original pixels, so AP and AP_S/M/L equal what
+pycocotools reports on the dataset's own annotations.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from autoloss.detection.coco_json import CocoSource
+from autoloss.detection.data import (
+    PAD_RGB,
+    DataReport,
+    DataWarning,
+    Resize,
+    clean_boxes,
+    letterbox,
+    to_rgb,
+)
+
+DEFAULT_CACHE_MB = 256
+
+
+class ImageCache:
+    """Decoded, resized images by key, least recently used dropped first once `max_bytes` is reached."""
+
+    def __init__(self, max_mb: float = DEFAULT_CACHE_MB) -> None:
+        if max_mb < 0:
+            raise ValueError(f"the image cache size must be >= 0 MB, got {max_mb}")
+        self.max_bytes = int(max_mb * 2**20)
+        self.bytes = 0
+        self._items: OrderedDict[Any, np.ndarray] = OrderedDict()
+        # DataLoader workers are processes, but a threaded caller (the eval prefetch) must not race.
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> np.ndarray | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: Any, value: np.ndarray) -> None:
+        if value.nbytes > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = value
+            self.bytes += value.nbytes
+            while self.bytes > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self.bytes -= dropped.nbytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class CocoImages:
+    """The images `indices` of `source`, under `root`, resized by `resize`.
+
+    Files that are missing or whose header cannot be read are left out and counted in `report` when the
+    split is made (a header read per image, not a decode); an image that turns out to be corrupt past its
+    header while training is replaced by a blank one with no boxes, with a `DataWarning`.
+    """
+
+    def __init__(
+        self,
+        source: CocoSource,
+        indices: list[int],
+        root: Path,
+        resize: Resize,
+        report: DataReport,
+        cache: ImageCache | None = None,
+    ) -> None:
+        self.source_path = source.path
+        self.class_names = source.class_names
+        self.category_ids = source.category_ids
+        self.resize = resize
+        self.cache = cache if cache is not None else ImageCache()
+        self.paths: list[str] = []
+        self.image_ids: list[int] = []
+        self.sizes: list[tuple[int, int]] = []  # original (width, height)
+        self.scales: list[float] = []
+        self.annotations: list[tuple[dict[str, Any], ...]] = []
+        boxes, labels = [], []
+        for i in indices:
+            entry = source.images[i]
+            path = root / entry.file_name
+            size = _image_size(path)
+            if isinstance(size, str):
+                report.note(size, entry.file_name)
+                continue
+            width, height = size
+            clipped, keep = clean_boxes(entry.boxes, width, height, report, entry.file_name)
+            scale = resize.scale(width, height)
+            if not keep.any():
+                report.images_without_boxes += 1
+            boxes.append((clipped[keep] * scale).astype(np.float32))
+            labels.append(entry.labels[keep])
+            self.paths.append(str(path))
+            self.image_ids.append(entry.image_id)
+            self.sizes.append((width, height))
+            self.scales.append(scale)
+            self.annotations.append(entry.annotations)
+        self.boxes: tuple[np.ndarray, ...] = tuple(boxes)
+        self.labels: tuple[np.ndarray, ...] = tuple(labels)
+        self._warned: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def image_size(self) -> int:
+        """The side of a letterboxed image; the largest side an image can have when keeping aspect."""
+        return self.resize.size if self.resize.mode == "letterbox" else self.resize.max_size
+
+    @property
+    def num_boxes(self) -> int:
+        return sum(len(b) for b in self.boxes)
+
+    @property
+    def images(self) -> _LazyImages:
+        """`images[i]`, `images[[i, j]]` and `images[a:b]` decode on demand (a stack needs letterbox)."""
+        return _LazyImages(self)
+
+    def image(self, i: int) -> np.ndarray:
+        """Image i in the detector's frame, uint8 [H,W,3], read-only (it may be shared by the cache)."""
+        key = (self.paths[i], self.resize)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        array = self._decode(i)
+        array.flags.writeable = False
+        self.cache.put(key, array)
+        return array
+
+    def _decode(self, i: int) -> np.ndarray:
+        path = self.paths[i]
+        try:
+            with Image.open(path) as image:
+                image.load()
+                return self._resized(image)
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            if path not in self._warned:
+                self._warned.add(path)
+                warnings.warn(
+                    f"{path}: unreadable ({err}); trained on as a blank image", DataWarning, stacklevel=2
+                )
+            width, height = self.sizes[i]
+            shape = self._frame_shape(width, height)
+            return np.broadcast_to(np.asarray(PAD_RGB, np.uint8), (*shape, 3)).copy()
+
+    def _resized(self, image: Image.Image) -> np.ndarray:
+        if self.resize.mode == "letterbox":
+            return letterbox(image, self.resize.size)[0]
+        image = to_rgb(image)
+        height, width = self._frame_shape(*image.size)
+        return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+    def _frame_shape(self, width: int, height: int) -> tuple[int, int]:
+        if self.resize.mode == "letterbox":
+            return self.resize.size, self.resize.size
+        scale = self.resize.scale(width, height)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+    def ground_truth(self) -> dict[str, Any]:
+        """The split's own COCO annotations (original ids, pixels, areas and crowd flags)."""
+        images, annotations = [], []
+        for image_id, (width, height), path, anns in zip(
+            self.image_ids, self.sizes, self.paths, self.annotations, strict=True
+        ):
+            images.append({"id": image_id, "width": width, "height": height, "file_name": Path(path).name})
+            for ann in anns:
+                x, y, w, h = (float(v) for v in ann["bbox"])
+                record = {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(ann["category_id"]),
+                    "bbox": [x, y, w, h],
+                    # COCO's area ranges (small/medium/large) read this field, the mask area when the
+                    # dataset has one; only a record without it falls back to the box.
+                    "area": float(ann.get("area", w * h)),
+                    "iscrowd": int(bool(ann.get("iscrowd", 0))),
+                }
+                annotations.append(record)
+        categories = [
+            {"id": cat_id, "name": name}
+            for cat_id, name in zip(self.category_ids, self.class_names, strict=True)
+        ]
+        return {"images": images, "annotations": annotations, "categories": categories}
+
+    def to_original(
+        self, i: int, boxes: np.ndarray, labels: np.ndarray
+    ) -> tuple[int, np.ndarray, np.ndarray]:
+        """Detections on image i (detector frame, labels 1..K) as (image id, original-pixel boxes clipped
+        to the image, category ids)."""
+        width, height = self.sizes[i]
+        out = np.asarray(boxes, np.float32).reshape(-1, 4) / self.scales[i]
+        out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
+        out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
+        categories = np.asarray(self.category_ids, np.int64)[np.asarray(labels, np.int64) - 1]
+        return self.image_ids[i], out, categories
+
+
+class _LazyImages:
+    def __init__(self, split: CocoImages) -> None:
+        self._split = split
+
+    def __len__(self) -> int:
+        return len(self._split)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            return self._split.image(int(key))
+        indices = range(len(self._split))[key] if isinstance(key, slice) else key
+        return np.stack([self._split.image(int(i)) for i in indices])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        size = self._split.image_size
+        return (len(self._split), size, size, 3)
+
+
+def _image_size(path: Path) -> tuple[int, int] | str:
+    """(width, height) from the file's header, or the report counter naming why it cannot be used."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except FileNotFoundError:
+        return "images_missing"
+    except (UnidentifiedImageError, OSError, ValueError):
+        return "images_unreadable"
