@@ -224,5 +224,3 @@ def test_resume_allows_only_runtime_overrides(reference):
     _, path = reference
     with pytest.raises(ConfigError, match="resume can only change how the work runs"):
         resume_search(path, {"evolution": {"seed": 5}})
-
-
