@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 from autoloss.detection import build_detector, evaluate_losses, preset
+from autoloss.detection.loader import batch_of
 from autoloss.detection.shapes import generate_shapes
-from autoloss.detection.train import TrainConfig, to_batch, train_detector
+from autoloss.detection.train import TrainConfig, train_detector
 from autoloss.loss import Loss
 from machine import describe as describe_machine
 
@@ -43,7 +44,7 @@ def step_times(name: str, steps: int, batch: int) -> tuple[float, float]:
     ).train()
     routed.load_state_dict(stock.state_dict())
     data = generate_shapes("train", batch, 128, seed=0)
-    images, targets = to_batch(data, list(range(batch)), torch.ones(batch), 0.0, "cpu")
+    images, targets = batch_of(data, list(range(batch)))
     times: dict[str, list[float]] = {"stock": [], "routed": []}
     for i in range(steps + 2):
         for key, model in (

@@ -122,3 +122,20 @@ def test_adding_an_operator_recipe_works_as_written(tmp_path):
     branches_py.write_text(patched, encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(src)}
     assert run_python(ADD_OP_CHECK.replace("sys.argv[1]", repr(str(src))), tmp_path, env).strip() == "ok"
+
+
+def test_config_file_example_loads_and_names_a_coco_search(tmp_path):
+    from autoloss.search.config import SearchConfig, load_config_file, validate
+    from autoloss.search.presets import resolve_proxy
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    marker = text.find("<!-- readme-test: config-file")
+    assert marker >= 0
+    block = re.compile(r"```yaml\n(.*?)```", re.S).search(text, marker)
+    assert block is not None
+    path = tmp_path / "coco.yaml"
+    path.write_text(block.group(1), encoding="utf-8")
+    cfg = resolve_proxy(load_config_file(str(path), SearchConfig()))
+    validate(cfg)
+    assert (cfg.proxy.detector, cfg.proxy.backbone, cfg.proxy.device) == ("retinanet", "resnet50", "cuda")
+    assert cfg.proxy.val_data.endswith("instances_val2017.json") and cfg.evolution.top_k == 8
