@@ -103,3 +103,8 @@ def test_a_search_on_two_coco_files(tmp_path):
     assert records and all(
         r["result"]["config"]["val_data"].endswith("val.json") for r in records if "config" in r["result"]
     )
+
+
+def test_a_coco_preset_without_data_is_one_line():
+    r = CliRunner().invoke(cli, ["train", "--preset", "fcos-r50-coco"])
+    assert r.exit_code == 2 and "pass --data TRAIN.json" in r.output and "Traceback" not in r.output

@@ -44,7 +44,7 @@ def _data_options(fn: Any) -> Any:
             click.option(
                 "--image-size", type=int, default=None, help="Letterboxed size (128 shapes, 256 COCO)."
             ),
-            click.option("--device", type=DEVICE_CHOICE, default=None, help="cpu or cuda (AMP on cuda)."),
+            click.option("--device", type=DEVICE_CHOICE, default=None, help="cpu or cuda (see --amp)."),
             click.option("--threads", type=int, default=None, help="torch threads [default: 1]."),
             click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table."),
         ]
@@ -106,6 +106,8 @@ def _train_config(opts: dict[str, Any]):
     if opts["epochs"] is not None and opts["iterations"] is not None:
         raise UserError("give --epochs or --iterations, not both")
     base = PROXY_PRESETS[opts["preset"]] if opts["preset"] else ExperimentConfig()
+    if not base.data and not opts["data"]:
+        raise UserError(f"--preset {opts['preset']} trains on your own COCO data: pass --data TRAIN.json")
     top = {
         k: opts[k]
         for k in (
@@ -189,7 +191,9 @@ def eval_(weights: str, **opts: Any) -> None:
             threads=opts["threads"] or base.train.threads,
         )
         # The saved weights replace the backbone's initial ones: no ImageNet download for evaluation.
-        cfg = dataclasses.replace(base, train=train, pretrained=None, backbone_weights=None, **top)
+        cfg = dataclasses.replace(
+            base, train=train, pretrained=None, backbone_weights=None, trainable_layers=None, **top
+        )
         validate_experiment(cfg)
         data = load_experiment_data(cfg)
         detector = build_for(cfg, data, None, None)

@@ -89,7 +89,7 @@ def train_panel(
 ) -> list[dict[str, Any]]:
     """Train every (cls, reg) pair on every task and seed; one record per training (AP 0 if it failed)."""
     out = Path(out)
-    executor = make_executor(backend, workers)
+    executor = make_executor(backend, workers, device=device)
     records: list[dict[str, Any]] = []
     try:
         for task in tasks:

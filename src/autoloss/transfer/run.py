@@ -74,7 +74,7 @@ def run_transfer(
     out.mkdir(parents=True, exist_ok=True)
     length_iters = None if epochs is not None else max(1, round((iterations or PROXY_ITERATIONS) * schedule))
     length_epochs = None if epochs is None else max(1, round(epochs * schedule))
-    executor = make_executor(backend, workers)
+    executor = make_executor(backend, workers, device=device)
     records: list[dict[str, Any]] = []
     try:
         for detector, data in plan.cells():
