@@ -60,7 +60,7 @@ def run_pool(pool: ProcessPoolExecutor, texts: list[str], branch: str, chunk: in
 
 
 def compile_only(texts: list[str], branch: str) -> int:
-    """The reference workload: parse and compile each text, nothing else (DESIGN.md measured 5k-14k/s)."""
+    """The reference workload: parse and compile each text, nothing else (the prototype measured 5k-14k/s)."""
     for text in texts:
         _ = Loss.parse(text, branch).fn
     return len(texts)

@@ -50,10 +50,10 @@ def test_named_losses_pass_every_filter(name):
         ("Sub(Softplus(Neg(X)),Mul(NY,Softplus(X)))", "cls-sigmoid", "cpv", "not a descent direction"),
         # IoU itself grows as boxes improve.
         ("Div(I,U)", "reg", "cpv", "not a descent direction"),
-        # -x_y: monotone, but unbounded; its gradient never fades (DESIGN.md's first CPV gap).
+        # -x_y: monotone, but unbounded; its gradient never fades (a gap of CPV's first version).
         ("Neg(Dot(Y,X))", "cls-softmax", "cpv", "unbounded: the gradient in x_c does not fade"),
         ("Sub(Mul(NY,X),Mul(PY,X))", "cls-sigmoid", "cpv", "unbounded"),
-        # Raw pixel²: not scale-free (DESIGN.md's second CPV gap).
+        # Raw pixel²: not scale-free (another gap of CPV's first version).
         ("Sub(U,I)", "reg", "cpv", "not scale-free"),
         # Only positives are trained: negatives are never pushed down.
         ("Mul(PY,Softplus(Neg(X)))", "cls-sigmoid", "cpv", "negative"),

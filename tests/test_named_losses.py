@@ -51,7 +51,7 @@ def _boxes(n=32, seed=0):
 
 
 def iue(pred, target, eps=1e-7):
-    """Intersection, union and enclosing area of paired xyxy boxes (DESIGN.md's reg inputs)."""
+    """Intersection, union and enclosing area of paired xyxy boxes (the reg branch's inputs)."""
     lt = torch.maximum(pred[:, :2], target[:, :2])
     rb = torch.minimum(pred[:, 2:], target[:, 2:])
     inter = (rb - lt).clamp(min=0).prod(1)

@@ -2,7 +2,7 @@
 
 Sampling, parsing, printing, compiling, simplifying and exporting all read `OPS`; adding an operator
 is one `_register(...)` call. The torch definitions are the CSE-Autoloss reference semantics
-(DESIGN.md, "Operator semantics"): the published losses depend on the exact guards below.
+(the guards of the paper's released formulas): the published losses depend on the exact guards below.
 
 The numerical guards live here, in the primitive, and nowhere else.
 """

@@ -8,10 +8,10 @@
   `reg_steps` steps toward their targets; the score is the mean IoU reached.
 
 A candidate passes when its score reaches `min_ratio` x the branch baseline's score on the very same
-simulation (ce, focal, giou: computed once per config and cached). The calibration (DESIGN.md): cls MOS
-separates bad from good but cannot rank CE-like losses, hence one shared seed and a relative threshold;
-reg MOS ranks well. A NaN or inf at any step rejects. Nothing random happens after the cached data set and
-initial weights are drawn, so the same loss always gets the same score.
+simulation (ce, focal, giou: computed once per config and cached). The calibration (BENCHMARKS.md,
+"Screening"): cls MOS separates bad from good but cannot rank CE-like losses, hence one shared seed and a
+relative threshold; reg MOS ranks well. A NaN or inf at any step rejects. Nothing random happens after
+the cached data set and initial weights are drawn, so the same loss always gets the same score.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from autoloss.checks.mos_data import ClsProblem, RegProblem, cls_problem, reg_pr
 from autoloss.checks.probes import BOX_EPS, DTYPE, sigmoid_inputs, softmax_inputs
 from autoloss.checks.verdict import single_thread
 from autoloss.loss import Loss
+from autoloss.spaces.branches import FOCAL_ALPHA
 from autoloss.spaces.named import DEFAULTS
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
-FOCAL_ALPHA = 0.25  # the detector applies alpha_t outside the cls-sigmoid expression; MOS does too
 PRIOR_BIAS = -math.log(99.0)  # one-stage heads start their class logits at p = 0.01 (RetinaNet, FCOS)
 MAX_DW = math.log(1000.0 / 16)  # torchvision's clamp on decoded log-size deltas
 

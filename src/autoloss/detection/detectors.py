@@ -3,7 +3,7 @@
 Backbones train from scratch by default; `pretrained` / `backbone_weights` start a ResNet from ImageNet
 weights (see `backbones`), and `weights` loads a whole detector's local state dict. Anchor and RoI
 settings follow the input scale (`geometry`, see `GEOMETRIES`): "tiny" is trimmed for small images on CPU
-(DESIGN.md: RoIAlign backward dominates Faster R-CNN), "coco" is torchvision's own defaults for COCO-size
+(RoIAlign's backward dominates a Faster R-CNN step on CPU), "coco" is torchvision's own defaults for COCO-size
 images. Every detector takes dataset labels 1..K; the one-stage ones see 0..K-1 inside, so their sigmoid
 heads have exactly K classes and a searched cls-sigmoid loss sees X of shape [N,K].
 
@@ -30,9 +30,10 @@ from autoloss.detection.backbones import build_backbone
 from autoloss.detection.loss_spec import resolve_loss
 from autoloss.detection.one_stage import LossFCOSHead, LossRetinaNetHead
 from autoloss.detection.two_stage import LossRoIHeads
+from autoloss.spaces.branches import DETECTOR_CLS_BRANCH
 
 DETECTORS = ("fcos", "retinanet", "faster_rcnn")
-CLS_BRANCH = {"fcos": "cls-sigmoid", "retinanet": "cls-sigmoid", "faster_rcnn": "cls-softmax"}
+CLS_BRANCH = DETECTOR_CLS_BRANCH  # the search spaces' table, under the detection layer's name
 # Reference loss weights: two-stage reg 10 on decoded boxes (GIoU-style config), one-stage 1. Faster
 # R-CNN's stock smooth-L1 on deltas keeps torchvision's weight 1.
 ONE_STAGE_REG_WEIGHT, TWO_STAGE_REG_WEIGHT, STOCK_REG_WEIGHT = 1.0, 10.0, 1.0

@@ -1,7 +1,7 @@
 """The one place where a detector head's tensors become a searched loss's inputs, and its output a number.
 
 Shared by the FCOS, RetinaNet and Faster R-CNN seams so the three build I/U/E, IoU targets and reductions
-identically (see DESIGN.md, "Branches and inputs"):
+identically:
 
 - reg: I, U + 1e-7, E + 1e-7 of decoded xyxy pixel boxes, pred vs target (torchvision's GIoU eps);
 - cls-sigmoid: X [N,K], Q (IoU of the positive's decoded box at its GT class, else 0), PY, NY;
@@ -15,11 +15,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+# BOX_EPS is torchvision's generalized_box_iou_loss eps; U and E carry it so the named GIoU equals the
+# stock loss.
 from autoloss.spaces.boxes import BOX_EPS, box_terms
-
-# torchvision's generalized_box_iou_loss eps; U and E carry it so the named GIoU equals the stock loss.
-# Focal loss's alpha, applied outside the cls-sigmoid expression (the reference does the same).
-FOCAL_ALPHA = 0.25
+from autoloss.spaces.branches import FOCAL_ALPHA
 
 
 class LossOutputError(ValueError):

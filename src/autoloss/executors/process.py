@@ -1,8 +1,8 @@
 """A local process pool: one single-threaded worker process per slot, each fed by its own thread.
 
 Two single-threaded proxy trainings side by side give 1.25-1.55x the throughput of one two-threaded
-training on 2 cores (DESIGN.md), so workers pin torch to one thread. Workers are spawned, not forked:
-forking a process that has already started torch's thread pools can deadlock.
+training on 2 cores (BENCHMARKS.md, "Scaling"), so workers pin torch to one thread by default. Workers are
+spawned, not forked: forking a process that has already started torch's thread pools can deadlock.
 
 Why not `concurrent.futures.ProcessPoolExecutor`: it cannot say which process runs which task, and one
 dead worker breaks the pool for every task in flight. Here each slot owns its worker, so stopping a task

@@ -1,7 +1,7 @@
 """The Ray backend: proxy trainings as Ray tasks on one machine or across a cluster of GPU nodes.
 
 Ray is an optional extra and is imported only here. Without an address this starts a private cluster on
-loopback only (the machines this runs on may have no network; DESIGN.md): no dashboard, no usage
+loopback only (the machines this runs on may have no network): no dashboard, no usage
 statistics. With an address ("auto" or HOST:PORT) it joins a running cluster and leaves it running.
 
 Trials (functions marked with `autoloss.executors.trial`) ask Ray for `gpus_per_trial` GPUs and

@@ -16,7 +16,7 @@ from autoloss.spaces.named import DEFAULTS
 WRAP = 100  # prose width in generated docstrings; formulas are never wrapped
 BEGIN, END = "# export: begin", "# export: end"
 
-# What each raw input is (DESIGN.md, "Branches and inputs"), for docstrings.
+# What each raw input is (as `detection/loss_inputs.py` builds it), for docstrings.
 INPUT_DOCS = {
     "cls-softmax": {
         "X": "logits [N, K+1]",

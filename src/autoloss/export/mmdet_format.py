@@ -1,7 +1,8 @@
 """`--format mmdet`: a Python module with MMDetection 3.x loss classes and the config snippet to use them.
 
-MMDetection cannot be installed on these machines (DESIGN.md), so the module guards its one MMDetection
-import: without it the classes are plain torch modules (tested), with it they register in `MODELS`.
+MMDetection 3.3 does not import on a CPU-only machine without mmcv's compiled ops, so the module guards its
+one MMDetection import: without it the classes are plain torch modules (tested), with it they register in
+`MODELS`.
 """
 
 from __future__ import annotations

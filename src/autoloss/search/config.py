@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autoloss.errors import AutolossError
+from autoloss.spaces.branches import DETECTOR_CLS_BRANCH
 
 CONFIG_VERSION = 3  # 2: rungs and promotion, held-out final seeds; 3: COCO-scale data, GPUs
 # Versions this one reads: a version-2 run directory is version 3 with every new setting at its default
 # (the defaults reproduce what version 2 did on CPU).
 READS_VERSIONS = (2, 3)
 BRANCH_CHOICES = ("cls", "reg", "both")
-DETECTOR_BRANCH = {"fcos": "cls-sigmoid", "retinanet": "cls-sigmoid", "faster_rcnn": "cls-softmax"}
+DETECTOR_BRANCH = DETECTOR_CLS_BRANCH  # detector -> the classification branch it searches
 
 
 class ConfigError(AutolossError, ValueError):

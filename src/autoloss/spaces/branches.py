@@ -1,5 +1,6 @@
 """The three search spaces: which inputs each loss branch reads, which operators it may use, and the
-shape rules that keep an expression meaningful for its detector head (DESIGN.md, "Branches and inputs").
+shape rules that keep an expression meaningful for its detector head (the
+inputs themselves are built in `detection/loss_inputs.py`).
 
 Shapes are tracked as kinds, not sizes:
 - `scalar`: a constant subtree, broadcasts anywhere;
@@ -14,6 +15,13 @@ from dataclasses import dataclass
 from autoloss.errors import ExprError
 from autoloss.expr.tree import Expr
 from autoloss.ops import OPS
+
+# The one table of which classification branch each detector's head searches: one-stage heads score
+# each class with a sigmoid, Faster R-CNN's RoI head with a softmax over classes plus background.
+DETECTOR_CLS_BRANCH = {"fcos": "cls-sigmoid", "retinanet": "cls-sigmoid", "faster_rcnn": "cls-softmax"}
+# Focal loss's alpha: one-stage heads weigh a cls-sigmoid loss by alpha_t (alpha on positives, 1 - alpha
+# on negatives) outside the expression, as torchvision's focal loss does; MOS and the export do the same.
+FOCAL_ALPHA = 0.25
 
 SCALAR, CLASS, ROW = "scalar", "class", "row"
 

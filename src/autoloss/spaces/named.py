@@ -1,4 +1,5 @@
-"""The named losses: the baselines and the four published CSE-Autoloss losses (DESIGN.md).
+"""The named losses: the baselines and the four published CSE-Autoloss losses (Liu et al.,
+"Loss Function Discovery for Object Detection via Convergence-Simulation Driven Search", ICLR 2021).
 
 Baselines are written in the same expression language so that they go through the very same
 filters, seams and compiled code as searched losses — a comparison on equal terms.
