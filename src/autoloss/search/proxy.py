@@ -32,6 +32,14 @@ class ProxyBroken(AutolossError):
     the same failure too many times in a row. The search stops (exit code 1) with the reason."""
 
 
+# What to do about a broken proxy: resume keeps the run's settings, so only a cause outside them can be fixed
+# in place.
+FIX_HINT = (
+    "fix the cause (files, device, workers), then `autoloss resume` the run directory; a different "
+    "setting (e.g. --backbone-weights) needs a new run"
+)
+
+
 def failure_kind(reason: str) -> str:
     """A failure's reason without its numbers (pids, iterations, sizes), so that one cause repeated across
     trainings compares equal."""
@@ -215,8 +223,7 @@ class ProxyRunner:
         if count >= self.max_same_failures:
             raise ProxyBroken(
                 f"{count} proxy trainings in a row failed the same way: "
-                f"{str(result.get('reason', '')).strip().splitlines()[0]} — fix the proxy task (data, "
-                "--device, workers), then `autoloss resume` the run directory"
+                f"{str(result.get('reason', '')).strip().splitlines()[0]} — {FIX_HINT}"
             )
 
 
