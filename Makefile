@@ -1,6 +1,7 @@
 # Two entry points: `make search` (the main job) and `make test` (lint + test suite).
 # Both create .venv with plain pip (torch/torchvision wheels come from local disk) if it is missing;
-# the ray extra is installed too (about 20 s), so the Ray backend is tested like the others.
+# the ray extra is installed too (about 20 s), so the Ray backend is tested like the others, and mmdet's
+# pure-torch loss files for the export's conformance tests.
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
@@ -11,7 +12,9 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,ray]'
+	$(PY) -m pip install --quiet -e '.[dev,ray,mmdet-test]'
+	# MMDetection conformance tests: mmdet's pure-torch loss files, without its compiled dependencies.
+	$(PY) -m pip install --quiet --no-deps mmengine==0.10.7 mmcv-lite==2.2.0 mmdet==3.3.0
 	touch $(STAMP)
 
 search: $(STAMP)

@@ -194,9 +194,10 @@ def test_reduce_loss_semantics():
 # --- MMDetection -------------------------------------------------------------------------------------
 
 
-def test_mmdet_module_imports_and_computes_without_mmdetection(tmp_path):
-    if importlib.util.find_spec("mmdet") is not None:
-        pytest.skip("MMDetection is installed here; this checks the module without it")
+def test_mmdet_module_imports_and_computes_without_mmdetection(tmp_path, monkeypatch):
+    # Hidden even where it is installed (CI installs it for the conformance tests): `import mmdet` fails.
+    monkeypatch.setitem(sys.modules, "mmdet", None)
+    monkeypatch.setitem(sys.modules, "mmdet.registry", None)
     run = make_run(tmp_path / "run", reg="cse-a-reg")
     text = export(str(run), "mmdet")
     assert "@MODELS.register_module()" in text

@@ -22,8 +22,8 @@ TARGETS = {
 
 def _cls_dict(name: str, branch: str) -> str:
     if branch == "cls-sigmoid":
-        return f"dict(type='{name}', use_sigmoid=True, alpha=0.25, loss_weight=1.0)"
-    return f"dict(type='{name}', use_sigmoid=False, loss_weight=1.0)"
+        return f"dict(type='{name}', use_sigmoid=True, alpha=0.25, loss_weight=1.0, _delete_=True)"
+    return f"dict(type='{name}', use_sigmoid=False, loss_weight=1.0, _delete_=True)"
 
 
 def config_snippet(src: ExportSource, prefix: str = "Searched", module: str = "autoloss_losses") -> str:

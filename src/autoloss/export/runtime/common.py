@@ -58,7 +58,9 @@ def sigmoid_one_hot(labels: Tensor, num_classes: int) -> Tensor:
 def sigmoid_cls_inputs(logits: Tensor, labels: Tensor, iou: Tensor | None = None) -> dict[str, Tensor | None]:
     """cls-sigmoid inputs from logits [N, K], labels [N] (class index; outside [0, K) = negative) or a
     one-hot [N, K], and the IoU [N] of each positive's predicted box with its ground truth (Q = one-hot * IoU;
-    None when no IoU is given)."""
+    None when no IoU is given). Half-precision logits are computed in float32: the losses' 1e-20 guards
+    underflow in float16."""
+    logits = _float(logits)
     if labels.dim() == 2:
         onehot = labels.to(logits.dtype)
     else:
@@ -72,7 +74,9 @@ def softmax_cls_inputs(
 ) -> dict[str, Tensor | None]:
     """cls-softmax inputs from logits [N, K+1], labels [N] in [0, K] (`background` is the background class:
     0 in torchvision, K in MMDetection) and the IoU [N] of each RoI's decoded box with its ground truth
-    (Z = IoU for foreground RoIs, 1 for background; None when no IoU is given)."""
+    (Z = IoU for foreground RoIs, 1 for background; None when no IoU is given). Half-precision logits are
+    computed in float32."""
+    logits = _float(logits)
     onehot = torch.nn.functional.one_hot(labels.long(), logits.shape[1]).to(logits.dtype)
     z = None
     if iou is not None:
@@ -118,6 +122,13 @@ def fit(out: Tensor, shape: tuple[int, ...]) -> Tensor:
 REDUCTIONS = ("none", "mean", "sum")
 
 
+def _broadcasts(shape: torch.Size, to: torch.Size) -> bool:
+    try:
+        return tuple(torch.broadcast_shapes(shape, to)) == tuple(to)
+    except RuntimeError:
+        return False
+
+
 def reduce_loss(
     values: Tensor, weight: Tensor | None = None, reduction: str = "mean", avg_factor: float | None = None
 ) -> Tensor:
@@ -133,11 +144,12 @@ def reduce_loss(
     if weight is not None:
         weight = weight.to(values.dtype)
         if weight.shape != values.shape:
-            if weight.shape != values.shape[: weight.dim()]:
+            if weight.dim() < values.dim() and weight.shape == values.shape[: weight.dim()]:
+                weight = weight.reshape(*weight.shape, *([1] * (values.dim() - weight.dim())))
+            elif not _broadcasts(weight.shape, values.shape):  # e.g. [N, 1] on [N, K], as MMDetection
                 raise ValueError(
                     f"weight shape {tuple(weight.shape)} does not match loss shape {tuple(values.shape)}"
                 )
-            weight = weight.reshape(*weight.shape, *([1] * (values.dim() - weight.dim())))
         values = values * weight
     if reduction == "none":
         return values

@@ -59,9 +59,21 @@ class _MMDetSigmoidClsLoss(_SigmoidClsLoss):
         alpha: float | None = FOCAL_ALPHA,
         reduction: str = "mean",
         loss_weight: float = 1.0,
+        gamma: float | None = None,
+        activated: bool = False,
     ):
         if not use_sigmoid:
             raise ValueError("a cls-sigmoid loss needs use_sigmoid=True")
+        if gamma is not None:
+            raise ValueError(
+                f"{type(self).__name__} has no gamma (got gamma={gamma!r}): its focusing is part of the "
+                "searched expression. Drop gamma from loss_cls; a config that inherits FocalLoss's keys "
+                "from _base_ needs _delete_=True in loss_cls."
+            )
+        if activated:
+            raise ValueError(
+                f"{type(self).__name__} takes logits: activated=True (probabilities) is not supported"
+            )
         super().__init__(reduction, loss_weight, alpha)
         self.use_sigmoid = True
 
@@ -75,6 +87,12 @@ class _MMDetSigmoidClsLoss(_SigmoidClsLoss):
     ) -> Tensor:
         labels, iou = _split_target(target)
         self._need_iou(iou, "Q")
+        if weight is not None and weight.dim() == 1 and weight.numel() != pred.shape[0]:
+            if weight.numel() != pred.numel():
+                raise ValueError(
+                    f"weight shape {tuple(weight.shape)} does not match pred {tuple(pred.shape)}"
+                )
+            weight = weight.view(pred.shape[0], -1)  # per element, flattened (FSAF), as MMDetection reads it
         inputs = sigmoid_cls_inputs(pred, labels, iou)
         values = self._alpha_weighted(self.unreduced(**inputs), inputs["PY"])
         return self._reduce(values, weight, avg_factor, _reduction(self, reduction_override))
@@ -115,14 +133,16 @@ class _MMDetRegLoss(_RegLoss):
         avg_factor: float | None = None,
         reduction_override: str | None = None,
     ) -> Tensor:
-        if weight is not None and not torch.any(weight > 0):
-            # MMDetection's convention: nothing to learn gives a zero that keeps the graph connected.
+        reduction = _reduction(self, reduction_override)
+        if weight is not None and not torch.any(weight > 0) and reduction != "none":
+            # MMDetection's convention: nothing to learn gives a zero that keeps the graph connected
+            # (IoULoss's: with reduction "none" the zero values keep their shape [N]).
             return (pred * (weight.unsqueeze(-1) if weight.dim() == pred.dim() - 1 else weight)).sum()
         if weight is not None and weight.dim() > 1:
             # [N, 4] per-coordinate weights -> one per box; a per-box [N] weight is never averaged.
             weight = weight.mean(-1)
         values = self.unreduced(**reg_inputs(pred, target))
-        return self._reduce(values, weight, avg_factor, _reduction(self, reduction_override))
+        return self._reduce(values, weight, avg_factor, reduction)
 
 
 # export: end
