@@ -63,7 +63,7 @@ def training_options(default_out: str) -> Callable[[Callable[..., Any]], Callabl
     return decorate
 
 
-# Training settings that `train` and `search` share, with the same names: (option, dest, click kwargs).
+# Training settings that `train` and `search` share, with the same names: (option, click kwargs).
 # `search` stores them in the proxy section of its config; `train` in the experiment config.
 TRAINING_SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("--val-data", {"default": None, "help": "A second COCO JSON for validation (COCO's two-file layout)."}),
@@ -122,7 +122,7 @@ def training_settings(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def given_settings(opts: dict[str, Any], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+def given_settings(opts: dict[str, Any]) -> dict[str, Any]:
     """The shared training settings the user gave (a flag left off is None, not False)."""
     names = (setting_name(option) for option, _ in TRAINING_SETTINGS)
-    return {n: opts[n] for n in names if n not in exclude and opts.get(n) not in (None, False)}
+    return {n: opts[n] for n in names if opts.get(n) not in (None, False)}

@@ -129,10 +129,6 @@ class CocoImages:
         return self.resize.size if self.resize.mode == "letterbox" else self.resize.max_size
 
     @property
-    def num_boxes(self) -> int:
-        return sum(len(b) for b in self.boxes)
-
-    @property
     def images(self) -> _LazyImages:
         """`images[i]`, `images[[i, j]]` and `images[a:b]` decode on demand (a stack needs letterbox)."""
         return _LazyImages(self)

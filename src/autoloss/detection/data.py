@@ -24,6 +24,9 @@ from autoloss.errors import AutolossError
 PAD_RGB = (124, 116, 104)
 
 
+RESIZE_MODES = ("letterbox", "keep-aspect")
+
+
 @dataclass(frozen=True)
 class Resize:
     """How images reach the detector's frame.

@@ -7,7 +7,7 @@ from pathlib import Path
 from autoloss.data_specs import is_generated
 from autoloss.detection.coco_images import DEFAULT_CACHE_MB, CocoImages, ImageCache
 from autoloss.detection.coco_json import read_coco_json, split_indices, subset_indices
-from autoloss.detection.data import DataReport, DatasetError, DataSplit, Resize
+from autoloss.detection.data import RESIZE_MODES, DataReport, DatasetError, DataSplit, Resize
 from autoloss.detection.shapes import generate_shapes
 
 SHAPES_IMAGE_SIZE = 128
@@ -79,7 +79,7 @@ def _resize(mode: str, image_size: int | None, min_size: int | None, max_size: i
         if low < 32 or high < low:
             raise ValueError(f"keep-aspect needs 32 <= min_size <= max_size, got {low}/{high}")
         return Resize("keep-aspect", min_size=low, max_size=high)
-    raise ValueError(f"resize must be 'letterbox' or 'keep-aspect', got {mode!r}")
+    raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {mode!r}")
 
 
 def _json_path(spec: str) -> Path:

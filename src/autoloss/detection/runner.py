@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from autoloss.detection.coco_eval import coco_ground_truth, coco_map, detections_to_coco
-from autoloss.detection.data import DataSplit, Split
+from autoloss.detection.data import RESIZE_MODES, DataSplit, Split
 from autoloss.detection.datasets import load_dataset
-from autoloss.detection.detectors import CLS_BRANCH, DETECTORS, Detector, build_detector
+from autoloss.detection.detectors import CLS_BRANCH, DETECTORS, GEOMETRY_CHOICES, Detector, build_detector
 from autoloss.detection.loader import eval_loader, to_device
 from autoloss.detection.loss_spec import loss_text, resolve_loss
 from autoloss.detection.train import (
@@ -90,10 +90,10 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
         raise ValueError("loss weights must be >= 0")
     if cfg.image_size is not None and (cfg.image_size < 32 or cfg.image_size % 32):
         raise ValueError(f"image_size must be a positive multiple of 32, got {cfg.image_size}")
-    if cfg.resize not in ("letterbox", "keep-aspect"):
-        raise ValueError(f"resize must be 'letterbox' or 'keep-aspect', got {cfg.resize!r}")
-    if cfg.geometry not in ("auto", "tiny", "coco"):
-        raise ValueError(f"geometry must be auto, tiny or coco, got {cfg.geometry!r}")
+    if cfg.resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {cfg.resize!r}")
+    if cfg.geometry not in GEOMETRY_CHOICES:
+        raise ValueError(f"geometry must be one of {', '.join(GEOMETRY_CHOICES)}, got {cfg.geometry!r}")
     if cfg.train_subset is not None and cfg.train_subset < 1:
         raise ValueError(f"train_subset must be >= 1 image, got {cfg.train_subset}")
     if cfg.pretrained is not None and cfg.backbone_weights is not None:

@@ -27,7 +27,7 @@ from autoloss.search.engine import DEFAULT, Evaluated, Evolution
 from autoloss.search.final import final_comparison
 from autoloss.search.funnel import pick_top_k, screen_generation
 from autoloss.search.presets import resolve_proxy
-from autoloss.search.proxy import FIX_HINT, ProxyBroken, ProxyRunner, ap_of
+from autoloss.search.proxy import FIX_HINT, ProxyBroken, ProxyRunner, ap_of, first_line
 from autoloss.search.rungs import held_out_seeds, ladder, promote_count
 from autoloss.spaces.branches import branch as get_branch
 from autoloss.spaces.generate import TreeLimits
@@ -180,8 +180,7 @@ class Search:
                 if failed == len(results)
                 else f"the default losses' baseline trainings failed ({failed} of {len(results)} failed)"
             )
-            reason = str(default_runs[0].get("reason", "")).strip() or "no reason recorded"
-            raise ProxyBroken(f"{what}, e.g.: {reason.splitlines()[0]} — {FIX_HINT}")
+            raise ProxyBroken(f"{what}, e.g.: {first_line(default_runs[0].get('reason'))} — {FIX_HINT}")
         events = []
         for b, text, key in entries:
             runs = by_pair[self._job(b, text)[:2]]

@@ -5,7 +5,7 @@ it trains on the user's own data. The presets themselves are `autoloss.detection
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autoloss.data_specs import is_generated
 from autoloss.errors import AutolossError
@@ -18,25 +18,22 @@ class PresetError(AutolossError, ValueError):
     """An unknown preset, or a preset used without what it needs (its COCO data)."""
 
 
-def _presets():
+def preset_config(name: str) -> Any:
+    """The detection layer's ExperimentConfig named `name` (PresetError for an unknown name)."""
     from autoloss.detection.presets import PROXY_PRESETS
 
-    return PROXY_PRESETS
+    if name not in PROXY_PRESETS:
+        raise PresetError(f"unknown preset {name!r}; presets: {', '.join(PROXY_PRESETS)} (autoloss presets)")
+    return PROXY_PRESETS[name]
 
 
 def preset_detector(name: str) -> str:
-    presets = _presets()
-    if name not in presets:
-        raise PresetError(f"unknown preset {name!r}; presets: {', '.join(presets)} (autoloss presets)")
-    return presets[name].detector
+    return preset_config(name).detector
 
 
 def check_preset(cfg: SearchConfig) -> None:
-    presets = _presets()
     name = cfg.proxy.preset
-    if name not in presets:
-        raise PresetError(f"unknown preset {name!r}; presets: {', '.join(presets)} (autoloss presets)")
-    if not is_generated(presets[name].data) and is_generated(cfg.proxy.data):
+    if not is_generated(preset_config(name).data) and is_generated(cfg.proxy.data):
         raise PresetError(
             f"preset {name!r} trains on your own COCO data: pass --data TRAIN.json "
             "(and --val-data VAL.json with --images / --val-images for COCO's two-file layout)"
@@ -49,8 +46,6 @@ def resolve_proxy(cfg: SearchConfig) -> SearchConfig:
     p = cfg.proxy
     if p.detector is not None and p.backbone is not None:
         return cfg
-    base = _presets().get(p.preset)
-    if base is None:
-        raise PresetError(f"unknown preset {p.preset!r}; presets: {', '.join(_presets())}")
+    base = preset_config(p.preset)
     proxy = dataclasses.replace(p, detector=p.detector or base.detector, backbone=p.backbone or base.backbone)
     return dataclasses.replace(cfg, proxy=proxy)

@@ -22,6 +22,7 @@ from autoloss.errors import AutolossError
 from autoloss.executors.base import TrialTimeout, stop_task
 from autoloss.runs.rundir import RunDir
 from autoloss.search.config import SearchConfig
+from autoloss.search.presets import preset_config
 from autoloss.search.tasks import proxy_task
 
 EVALUATIONS = "evaluations.jsonl"
@@ -40,11 +41,16 @@ FIX_HINT = (
 )
 
 
+def first_line(reason: object) -> str:
+    """The first line of a recorded failure reason (tracebacks and long errors follow it)."""
+    text = str(reason or "").strip()
+    return text.splitlines()[0] if text else "no reason recorded"
+
+
 def failure_kind(reason: str) -> str:
     """A failure's reason without its numbers (pids, iterations, sizes), so that one cause repeated across
     trainings compares equal."""
-    first = reason.strip().splitlines()[0] if reason.strip() else "no reason recorded"
-    return re.sub(r"\d+(\.\d+)?", "#", first)
+    return re.sub(r"\d+(\.\d+)?", "#", first_line(reason))
 
 
 # Proxy settings that are ExperimentConfig fields / TrainConfig fields of the same name.
@@ -81,16 +87,10 @@ def experiment_dict(cfg: SearchConfig) -> dict[str, Any]:
         train["epochs"] = p.epochs
     train.update({k: getattr(p, k) for k in _TRAIN if getattr(p, k) is not None})
     overrides: dict[str, Any] = {"data": p.data}
-    if not is_generated(p.data) and is_generated(preset_data(p.preset)):
+    if not is_generated(p.data) and is_generated(preset_config(p.preset).data):
         overrides["image_size"] = None  # the dataset's own default: real photos need more than shapes' 128 px
     overrides.update({k: getattr(p, k) for k in _TOP if getattr(p, k) is not None})
     return preset(p.preset, train=train, **overrides).to_dict()
-
-
-def preset_data(name: str) -> str:
-    from autoloss.detection import PROXY_PRESETS
-
-    return PROXY_PRESETS[name].data
 
 
 def eval_id(cls_loss: str, reg_loss: str, seed: int, multiplier: int = 1, device: str = "cpu") -> str:
@@ -223,7 +223,7 @@ class ProxyRunner:
         if count >= self.max_same_failures:
             raise ProxyBroken(
                 f"{count} proxy trainings in a row failed the same way: "
-                f"{str(result.get('reason', '')).strip().splitlines()[0]} — {FIX_HINT}"
+                f"{first_line(result.get('reason'))} — {FIX_HINT}"
             )
 
 
