@@ -37,15 +37,16 @@ def _two_files(tmp_path: Path, n_train: int = 12, n_val: int = 6) -> tuple[Path,
     return train, val
 
 
+def _load_two(tmp_path: Path, train: Path, val: Path, **settings):
+    """`load_dataset` on the two files `_two_files` wrote, each with its own image folder."""
+    return load_dataset(
+        str(train), str(tmp_path / "train"), val_spec=str(val), val_images=str(tmp_path / "val"), **settings
+    )
+
+
 def test_two_file_layout_loads_each_file_from_its_own_folder(tmp_path):
     train, val = _two_files(tmp_path)
-    data = load_dataset(
-        str(train),
-        str(tmp_path / "train"),
-        image_size=64,
-        val_spec=str(val),
-        val_images=str(tmp_path / "val"),
-    )
+    data = _load_two(tmp_path, train, val, image_size=64)
     assert (len(data.train), len(data.val)) == (12, 6)
     assert data.val.image_ids == list(range(1000, 1006))
     # the first val image, letterboxed, is what the file holds
@@ -61,7 +62,7 @@ def test_two_files_must_share_categories_and_val_images_needs_val_data(tmp_path)
     raw["categories"][0]["name"] = "disc"
     val.write_text(json.dumps(raw))
     with pytest.raises(DatasetError, match="categories") as info:
-        load_dataset(str(train), str(tmp_path / "train"), val_spec=str(val), val_images=str(tmp_path / "val"))
+        _load_two(tmp_path, train, val)
     assert str(val) in str(info.value)
     with pytest.raises(ValueError, match="--val-images needs --val-data"):
         load_dataset(str(train), str(tmp_path / "train"), val_images=str(tmp_path / "val"))
@@ -69,31 +70,23 @@ def test_two_files_must_share_categories_and_val_images_needs_val_data(tmp_path)
 
 def test_train_subset_is_seeded_ordered_and_leaves_val_alone(tmp_path):
     train, val = _two_files(tmp_path, 20, 3)
-    kw = {"val_spec": str(val), "val_images": str(tmp_path / "val"), "image_size": 64}
-    full = load_dataset(str(train), str(tmp_path / "train"), **kw)
-    a = load_dataset(str(train), str(tmp_path / "train"), train_subset=7, seed=0, **kw)
-    b = load_dataset(str(train), str(tmp_path / "train"), train_subset=7, seed=0, **kw)
-    c = load_dataset(str(train), str(tmp_path / "train"), train_subset=7, seed=1, **kw)
+    full = _load_two(tmp_path, train, val, image_size=64)
+    a = _load_two(tmp_path, train, val, image_size=64, train_subset=7, seed=0)
+    b = _load_two(tmp_path, train, val, image_size=64, train_subset=7, seed=0)
+    c = _load_two(tmp_path, train, val, image_size=64, train_subset=7, seed=1)
     assert len(a.train) == 7 and a.train.image_ids == b.train.image_ids
     assert a.train.image_ids != c.train.image_ids
     assert a.train.image_ids == sorted(a.train.image_ids)
     assert set(a.train.image_ids) <= set(full.train.image_ids)
     assert a.val.image_ids == full.val.image_ids
     with pytest.raises(ValueError, match="train subset"):
-        load_dataset(str(train), str(tmp_path / "train"), train_subset=0, **kw)
+        _load_two(tmp_path, train, val, image_size=64, train_subset=0)
 
 
 def test_images_are_decoded_on_demand_within_the_cache_budget(tmp_path):
     train, val = _two_files(tmp_path, 16, 2)
     budget_mb = 5 * 64 * 64 * 3 / 2**20  # room for five 64 px images
-    data = load_dataset(
-        str(train),
-        str(tmp_path / "train"),
-        image_size=64,
-        val_spec=str(val),
-        val_images=str(tmp_path / "val"),
-        cache_mb=budget_mb,
-    )
+    data = _load_two(tmp_path, train, val, image_size=64, cache_mb=budget_mb)
     cache = data.train.cache
     assert len(cache) == 0  # loading read headers only
     first = data.train.image(0).copy()
@@ -107,15 +100,7 @@ def test_images_are_decoded_on_demand_within_the_cache_budget(tmp_path):
 
 def test_keep_aspect_resizes_short_side_and_scales_boxes(tmp_path):
     train, val = _two_files(tmp_path, 6, 2)
-    data = load_dataset(
-        str(train),
-        str(tmp_path / "train"),
-        resize="keep-aspect",
-        min_size=80,
-        max_size=120,
-        val_spec=str(val),
-        val_images=str(tmp_path / "val"),
-    )
+    data = _load_two(tmp_path, train, val, resize="keep-aspect", min_size=80, max_size=120)
     raw = json.loads(train.read_text())
     for i in range(len(data.train)):
         info = raw["images"][i]

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from autoloss.executors import make_executor
 from autoloss.runs.rundir import RunDir
 from autoloss.search.config import ConfigError, budget_config, validate
-from autoloss.search.proxy import EVALUATIONS, ProxyRunner, eval_id
+from autoloss.search.proxy import EVALUATIONS, eval_id
 from autoloss.search.rungs import RungError, held_out_seeds, ladder, parse_rungs, promote_count
+from search_helpers import serial_runner
 
 
 def test_parse_rungs_reads_multiplier_by_seeds():
@@ -65,8 +65,7 @@ def echo_length(experiment, cls_loss, reg_loss):
 def test_a_longer_rung_trains_longer_costs_more_and_is_cached_apart(tmp_path):
     cfg = budget_config("smoke")
     run = RunDir.create(tmp_path / "run", cfg.to_dict())
-    executor = make_executor("serial")
-    runner = ProxyRunner(cfg, run, executor.submit, executor.slots, task=echo_length)
+    runner = serial_runner(cfg, run, echo_length)
     base = runner.experiment["train"]["iterations"]
     [short] = runner.evaluate([("a", "b", 0)])
     [long] = runner.evaluate([("a", "b", 0)], multiplier=3)

@@ -11,10 +11,10 @@ import yaml
 from click.testing import CliRunner
 
 from autoloss.cli import cli
-from autoloss.executors import make_executor
 from autoloss.runs.rundir import RunDir
 from autoloss.search.config import ConfigError, SearchConfig, budget_config, load_config_file, validate
-from autoloss.search.proxy import EVALUATIONS, ProxyBroken, ProxyRunner, experiment_dict, failure_kind
+from autoloss.search.proxy import EVALUATIONS, ProxyBroken, experiment_dict, failure_kind
+from search_helpers import serial_runner
 
 NO_CUDA = pytest.mark.skipif(
     __import__("torch").cuda.is_available(), reason="needs a machine where --device cuda cannot train"
@@ -146,9 +146,8 @@ def alternating(experiment, cls_loss, reg_loss):
 def test_the_circuit_breaker_stops_after_repeated_identical_failures_keeping_them(tmp_path):
     cfg = budget_config("smoke").replace(backend={"max_same_failures": 3})
     run = RunDir.create(tmp_path / "run", cfg.to_dict())
-    executor = make_executor("serial")
     always_fails.calls = 0
-    runner = ProxyRunner(cfg, run, executor.submit, executor.slots, task=always_fails)
+    runner = serial_runner(cfg, run, always_fails)
     with pytest.raises(ProxyBroken, match=r"3 proxy trainings in a row failed the same way.*x\.jpg"):
         runner.evaluate([("a", "b", s) for s in range(10)])
     assert always_fails.calls == 3
@@ -159,9 +158,8 @@ def test_the_circuit_breaker_stops_after_repeated_identical_failures_keeping_the
 def test_the_circuit_breaker_ignores_failures_that_are_the_losses(tmp_path):
     cfg = budget_config("smoke").replace(backend={"max_same_failures": 2})
     run = RunDir.create(tmp_path / "run", cfg.to_dict())
-    executor = make_executor("serial")
     alternating.calls = 0
-    runner = ProxyRunner(cfg, run, executor.submit, executor.slots, task=alternating)
+    runner = serial_runner(cfg, run, alternating)
     results = runner.evaluate([("a", "b", s) for s in range(8)])  # a divergence breaks every streak
     assert len(results) == 8
 
@@ -173,16 +171,15 @@ def echo_device(experiment, cls_loss, reg_loss):
 def test_results_are_cached_per_device(tmp_path):
     cfg = budget_config("smoke")
     run = RunDir.create(tmp_path / "run", cfg.to_dict())
-    executor = make_executor("serial")
-    cpu = ProxyRunner(cfg, run, executor.submit, executor.slots, task=echo_device)
+    cpu = serial_runner(cfg, run, echo_device)
     [first] = cpu.evaluate([("a", "b", 0)])
     # the same run resumed on a GPU: the CPU result is not reused, and both stay in the journal
-    gpu = ProxyRunner(cfg.replace(proxy={"device": "cuda"}), run, executor.submit, 1, task=echo_device)
+    gpu = serial_runner(cfg.replace(proxy={"device": "cuda"}), run, echo_device)
     [second] = gpu.evaluate([("a", "b", 0)])
     assert (first["device"], second["device"]) == ("cpu", "cuda")
     records = [json.loads(line) for line in (Path(run.path) / EVALUATIONS).read_text().splitlines()]
     assert len(records) == 2 and records[0]["id"] != records[1]["id"] and records[1]["device"] == "cuda"
-    again = ProxyRunner(cfg, run, executor.submit, 1, task=echo_device)
+    again = serial_runner(cfg, run, echo_device)
     assert again.evaluate([("a", "b", 0)])[0]["device"] == "cpu"
     assert len((Path(run.path) / EVALUATIONS).read_text().splitlines()) == 2
 
