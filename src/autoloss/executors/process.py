@@ -124,9 +124,9 @@ class ProcessExecutor:
         self.slots = workers
         self.gpus = list(gpus) if gpus is not None else None
         # Per slot, not per worker: the restarted worker of a slot gets the same GPU
-        self._envs: list[dict[str, str] | None] = [None] * workers
-        if gpus is not None:
-            self._envs = [{"CUDA_VISIBLE_DEVICES": g} for g in gpus]
+        self._envs: list[dict[str, str] | None] = (
+            [{"CUDA_VISIBLE_DEVICES": g} for g in gpus] if gpus is not None else [None] * workers
+        )
         self._ctx = multiprocessing.get_context("spawn")
         self._queue: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
