@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from autoloss.search.api import run_search
-from autoloss.search.config import ProxySettings, budget_config
+from autoloss.search.config import TaskConfig, budget_config
 from autoloss.transfer.plan import plan_transfer
 from autoloss.transfer.run import run_transfer
 from autoloss.transfer.table import aggregate, bar_plot, markdown, to_csv
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument(
         "--iterations",
         type=int,
-        default=ProxySettings().iterations,
+        default=TaskConfig().iterations,
         help="the proxy length the schedule multiplies",
     )
     parser.add_argument("--workers", type=int, default=2)

@@ -98,7 +98,7 @@ def main() -> None:
                     "strategy": strategy,
                 },
                 filters=filters,
-                proxy={"iterations": args.iterations},
+                task={"iterations": args.iterations},
                 backend={"workers": args.workers},
             )
             if not (run_dir / "summary.json").is_file():

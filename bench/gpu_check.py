@@ -103,20 +103,30 @@ def amp_trainings(data: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def trial_of(exp: Any, seed: int) -> dict[str, Any]:
+    """What the search sends a worker for one training of `exp` (an ExperimentConfig) with `seed`."""
+    import dataclasses
+
+    from autoloss.detection.task import DetectionTask, schedule_of
+    from autoloss.search.work import trial_spec
+
+    schedule = dataclasses.replace(schedule_of(exp), seed=seed)
+    return trial_spec("detection", DetectionTask(exp).config(), schedule)
+
+
 def shared_gpu(data: dict[str, str], trainings: int = 4) -> dict[str, Any]:
     """Wall time of `trainings` short trainings on one worker vs two workers sharing the GPU."""
     from autoloss.executors import make_executor
-    from autoloss.search.tasks import proxy_task
+    from autoloss.search.work import proxy_task
 
-    exp = experiment(data, iterations=60, loader_workers=2).to_dict()
+    exp = experiment(data, iterations=60, loader_workers=2)
     out = {}
     for per_gpu in (1, 2):
         executor = make_executor("process", device="cuda", workers_per_gpu=per_gpu)
         try:
             start = time.perf_counter()
             futures = [
-                executor.submit(proxy_task, {**exp, "seed": s}, "default", "default")
-                for s in range(trainings)
+                executor.submit(proxy_task, trial_of(exp, s), "default", "default") for s in range(trainings)
             ]
             statuses = [f.result(timeout=400)["status"] for f in futures]
             out[f"{per_gpu} per GPU"] = {"seconds": time.perf_counter() - start, "statuses": statuses}
@@ -129,13 +139,13 @@ def shared_gpu(data: dict[str, str], trainings: int = 4) -> dict[str, Any]:
 
 def ray_half_gpus(data: dict[str, str]) -> dict[str, Any]:
     from autoloss.executors import make_executor
-    from autoloss.search.tasks import proxy_task
+    from autoloss.search.work import proxy_task
 
-    exp = experiment(data, iterations=30, loader_workers=0).to_dict()
+    exp = experiment(data, iterations=30, loader_workers=0)
     executor = make_executor("ray", 2, device="cuda", gpus_per_trial=0.5, cpus_per_trial=2)
     try:
         start = time.perf_counter()
-        futures = [executor.submit(proxy_task, {**exp, "seed": s}, "bce", "giou") for s in range(2)]
+        futures = [executor.submit(proxy_task, trial_of(exp, s), "bce", "giou") for s in range(2)]
         results = [f.result(timeout=400) for f in futures]
     finally:
         executor.shutdown()

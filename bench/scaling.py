@@ -17,12 +17,13 @@ import argparse
 import random
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from autoloss.executors import make_executor
 from autoloss.search.config import budget_config
-from autoloss.search.proxy import experiment_dict
-from autoloss.search.tasks import proxy_task, screen_task
+from autoloss.search.proxy import base_schedule
+from autoloss.search.work import proxy_task, screen_task, trial_spec
 from autoloss.spaces.branches import branch
 from autoloss.spaces.generate import ramped_half_and_half
 from machine import describe as describe_machine
@@ -37,25 +38,25 @@ def load() -> str:
         return "unknown"
 
 
-def experiment(iterations: int) -> dict:
-    cfg = budget_config("default").replace(proxy={"preset": "fcos-shapes", "iterations": iterations})
-    return experiment_dict(cfg)
+def experiment(iterations: int) -> Callable[[int], dict]:
+    """The search's trial spec of an `iterations`-long fcos-shapes proxy, for a seed."""
+    cfg = budget_config("default").replace(task={"iterations": iterations})
+    settings = cfg.load_task().config()
+    return lambda seed: trial_spec(cfg.task.name, settings, base_schedule(cfg, seed))
 
 
-def proxy_rate(backend: str, workers: int, exp: dict, trainings: int, seed0: int) -> tuple[float, list]:
+def proxy_rate(
+    backend: str, workers: int, exp: Callable[[int], dict], trainings: int, seed0: int
+) -> tuple[float, list]:
     """Trainings per minute, with every slot kept busy; the statuses say whether they really trained."""
     ex = make_executor(backend, workers)
     try:
         # Warm-up: spawn each worker, import torch, generate the dataset into its cache (one iteration).
-        warm = {**exp, "train": {**exp["train"], "iterations": 1}}
-        for f in [
-            ex.submit(proxy_task, {**warm, "seed": 10_000 + i}, "default", "default") for i in range(workers)
-        ]:
+        warm = experiment(1)
+        for f in [ex.submit(proxy_task, warm(10_000 + i), "default", "default") for i in range(workers)]:
             f.result()
         start = time.perf_counter()
-        futures = [
-            ex.submit(proxy_task, {**exp, "seed": seed0 + i}, "default", "default") for i in range(trainings)
-        ]
+        futures = [ex.submit(proxy_task, exp(seed0 + i), "default", "default") for i in range(trainings)]
         results = [f.result() for f in futures]
         seconds = time.perf_counter() - start
     finally:

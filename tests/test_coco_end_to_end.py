@@ -98,7 +98,8 @@ def test_a_search_on_two_coco_files(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["table"]["default"]["mean"] > 0.0  # the default trained on this data and found objects
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert cfg["proxy"]["val_data"].endswith("val.json") and cfg["proxy"]["image_size"] == 64
+    settings = cfg["task"]["settings"]
+    assert settings["val_data"].endswith("val.json") and settings["image_size"] == 64
     records = [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines()]
     assert records and all(
         r["result"]["config"]["val_data"].endswith("val.json") for r in records if "config" in r["result"]

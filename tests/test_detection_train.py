@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from autoloss.detection.coco_eval import coco_ground_truth, coco_map, detections_to_coco
-from autoloss.detection.presets import PROXY_PRESETS, evaluate_losses, preset
-from autoloss.detection.runner import ExperimentConfig, RunResult, run_experiment
+from autoloss.detection.presets import PROXY_PRESETS, preset
+from autoloss.detection.runner import ExperimentConfig, RunResult
 from autoloss.detection.shapes import generate_shapes
+from autoloss.detection.task import evaluate_losses, run_experiment
 from autoloss.detection.train import TrainConfig, lr_factor, validate_train_config
 from test_detection_doubles import CE, FOCAL, GIOU, Double, exploding, nan_loss
 

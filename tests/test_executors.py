@@ -45,12 +45,17 @@ def hang(experiment, cls_loss, reg_loss):
 
 def fine(experiment, cls_loss, reg_loss):
     time.sleep(0.2)  # long enough that the runner's next submission finds this one still running
-    return {"status": "ok", "metrics": {"AP": 0.5}, "pid": os.getpid(), "seed": experiment["seed"]}
+    return {
+        "status": "ok",
+        "metrics": {"AP": 0.5},
+        "pid": os.getpid(),
+        "seed": experiment["schedule"]["seed"],
+    }
 
 
 def flaky(experiment, cls_loss, reg_loss):
     """Fails on its first call per marker directory (the way named by cls_loss), then trains fine."""
-    marker = Path(experiment["marker"]) / f"{cls_loss}-{reg_loss}"
+    marker = Path(experiment["settings"]["marker"]) / f"{cls_loss}-{reg_loss}"
     if not marker.exists():
         marker.write_text(str(os.getpid()))
         if reg_loss == "die":
@@ -206,10 +211,11 @@ def test_a_missing_ray_is_one_clear_line(monkeypatch, tmp_path):
 
 # --- the proxy runner's fault rules ------------------------------------------------------------------
 def _runner(tmp_path, executor, task, timeout=None):
-    cfg = budget_config("smoke").replace(backend={"trial_timeout_s": timeout})
+    cfg = budget_config("smoke").replace(
+        backend={"trial_timeout_s": timeout}, task={"settings": {"marker": str(tmp_path)}}
+    )
     run = RunDir.create(tmp_path / "run", cfg.to_dict())
     runner = ProxyRunner(cfg, run, executor.submit, executor.slots, task=task)
-    runner.experiment = {**runner.experiment, "marker": str(tmp_path)}
     return runner, run
 
 

@@ -55,7 +55,7 @@ def test_api_example_runs(tmp_path):
 def test_exported_torch_example_runs(tmp_path):
     run = tmp_path / "run"
     (run / "best").mkdir(parents=True)
-    (run / "config.yaml").write_text("proxy:\n  detector: fcos\n", encoding="utf-8")
+    (run / "config.yaml").write_text("task:\n  settings: {detector: fcos}\n", encoding="utf-8")
     for role, name in (("cls", "cse-b-cls"), ("reg", "cse-b-reg")):
         (run / "best" / f"{role}.json").write_text(json.dumps(Loss.named(name).to_json()), encoding="utf-8")
     (tmp_path / "found_losses.py").write_text(export(str(run), "torch"), encoding="utf-8")
@@ -124,9 +124,8 @@ def test_adding_an_operator_recipe_works_as_written(tmp_path):
     assert run_python(ADD_OP_CHECK.replace("sys.argv[1]", repr(str(src))), tmp_path, env).strip() == "ok"
 
 
-def test_config_file_example_loads_and_names_a_coco_search(tmp_path):
-    from autoloss.search.config import SearchConfig, load_config_file, validate
-    from autoloss.search.presets import resolve_proxy
+def test_config_file_example_loads_and_names_a_coco_search(tmp_path, monkeypatch):
+    from autoloss.search.config import SearchConfig, load_config_file, resolve_task
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     marker = text.find("<!-- readme-test: config-file")
@@ -135,7 +134,13 @@ def test_config_file_example_loads_and_names_a_coco_search(tmp_path):
     assert block is not None
     path = tmp_path / "coco.yaml"
     path.write_text(block.group(1), encoding="utf-8")
-    cfg = resolve_proxy(load_config_file(str(path), SearchConfig()))
-    validate(cfg)
-    assert (cfg.proxy.detector, cfg.proxy.backbone, cfg.proxy.device) == ("retinanet", "resnet50", "cuda")
-    assert cfg.proxy.val_data.endswith("instances_val2017.json") and cfg.evolution.top_k == 8
+    monkeypatch.chdir(tmp_path)  # the example's COCO layout, as files that exist
+    (tmp_path / "coco" / "annotations").mkdir(parents=True)
+    for name in ("train2017", "val2017"):
+        (tmp_path / "coco" / name).mkdir()
+        (tmp_path / "coco" / "annotations" / f"instances_{name}.json").write_text("{}")
+    cfg = resolve_task(load_config_file(str(path), SearchConfig()))  # validates, as `search` does
+    s = cfg.task.settings
+    assert (s["detector"], s["backbone"], cfg.task.device) == ("retinanet", "resnet50", "cuda")
+    assert s["val_data"].endswith("instances_val2017.json") and cfg.evolution.top_k == 8
+    assert cfg.task.iterations == 2000  # the preset's schedule

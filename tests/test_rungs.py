@@ -59,14 +59,14 @@ def test_config_refuses_bad_rungs_and_promote():
 
 def echo_length(experiment, cls_loss, reg_loss):
     """A stand-in training that reports the length it was asked for."""
-    return {"status": "ok", "metrics": {"AP": 0.1}, "iterations": experiment["train"]["iterations"]}
+    return {"status": "ok", "metrics": {"AP": 0.1}, "iterations": experiment["schedule"]["iterations"]}
 
 
 def test_a_longer_rung_trains_longer_costs_more_and_is_cached_apart(tmp_path):
     cfg = budget_config("smoke")
     run = RunDir.create(tmp_path / "run", cfg.to_dict())
     runner = serial_runner(cfg, run, echo_length)
-    base = runner.experiment["train"]["iterations"]
+    base = runner.schedule.iterations
     [short] = runner.evaluate([("a", "b", 0)])
     [long] = runner.evaluate([("a", "b", 0)], multiplier=3)
     assert (short["iterations"], long["iterations"]) == (base, 3 * base)

@@ -56,8 +56,8 @@ def test_smoke_search_writes_a_self_describing_run_directory(reference):
     ):
         assert (path / name).is_file(), name
     cfg = yaml.safe_load((path / "config.yaml").read_text())
-    assert cfg["version"] == 3 and cfg["evolution"]["branch"] == "both"
-    assert (cfg["proxy"]["detector"], cfg["proxy"]["backbone"]) == ("fcos", "tiny")  # written out
+    assert cfg["version"] == 4 and cfg["evolution"]["branch"] == "both"
+    assert (cfg["task"]["settings"]["detector"], cfg["task"]["settings"]["backbone"]) == ("fcos", "tiny")
     table = summary["table"]
     assert {"default", "published", "found"} <= set(table) <= {"default", "published", "best named", "found"}
     if "best named" in table:  # the honest baseline: the best named loss the search trained
@@ -184,7 +184,7 @@ def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(reference
 
 
 def test_a_proxy_that_always_diverges_does_not_stop_the_search(tmp_path):
-    cfg = smoke(generations=1).replace(proxy={"lr": 1e5})
+    cfg = smoke(generations=1).replace(task={"settings": {"train": {"lr": 1e5}}})
     summary, run = run_search(cfg, tmp_path / "diverge")
     statuses = {r["result"]["status"] for r in _read_jsonl(Path(run.path) / "evaluations.jsonl")}
     assert statuses <= {"diverged", "failed"} and "diverged" in statuses

@@ -12,8 +12,15 @@ from click.testing import CliRunner
 
 from autoloss.cli import cli
 from autoloss.runs.rundir import RunDir
-from autoloss.search.config import ConfigError, SearchConfig, budget_config, load_config_file, validate
-from autoloss.search.proxy import EVALUATIONS, ProxyBroken, experiment_dict, failure_kind
+from autoloss.search.config import (
+    ConfigError,
+    SearchConfig,
+    budget_config,
+    load_config_file,
+    resolve_task,
+    validate,
+)
+from autoloss.search.proxy import EVALUATIONS, ProxyBroken, base_schedule, failure_kind
 from search_helpers import serial_runner
 
 NO_CUDA = pytest.mark.skipif(
@@ -24,26 +31,33 @@ NO_CUDA = pytest.mark.skipif(
 def test_config_file_round_trips_the_run_directory_schema(tmp_path):
     cfg = budget_config("smoke").replace(
         evolution={"seed": 7, "rungs": "1x1,3x2"},
-        proxy={"batch_size": 4, "amp": "bf16", "train_subset": 50, "resize": "keep-aspect"},
+        task={
+            "settings": {
+                "train": {"batch_size": 4, "amp": "bf16"},
+                "train_subset": 50,
+                "resize": "keep-aspect",
+            }
+        },
         backend={"workers_per_gpu": 2, "max_same_failures": 3},
     )
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     assert load_config_file(str(path), SearchConfig()) == cfg
     # a partial file changes only what it names
-    path.write_text("proxy:\n  lr: 0.005\nevolution:\n  generations: 5\n")
+    path.write_text("task:\n  settings: {train: {lr: 0.005}}\nevolution:\n  generations: 5\n")
     partial = load_config_file(str(path), budget_config("smoke"))
-    assert (partial.proxy.lr, partial.evolution.generations) == (0.005, 5)
-    assert partial.proxy.preset == "tiny" and partial.evolution.top_k == 2
+    assert (partial.task.settings["train"]["lr"], partial.evolution.generations) == (0.005, 5)
+    assert partial.task.settings["preset"] == "tiny" and partial.evolution.top_k == 2  # settings merge
 
 
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("proxy:\n  learning_rate: 0.1\n", "unknown proxy setting.*learning_rate"),
+        ("task:\n  learning_rate: 0.1\n", "unknown task setting.*learning_rate"),
         ("training:\n  lr: 0.1\n", "unknown section.*training"),
-        ("proxy: [1, 2]\n", "must be a mapping"),
-        ("proxy: {lr: 0.1\n", "malformed YAML"),
+        ("task: [1, 2]\n", "must be a mapping"),
+        ("task: {lr: 0.1\n", "malformed YAML"),
+        ("proxy:\n  lr: 0.1\n", "proxy section is now `task`"),
         ("version: 1\n", "config version 1"),
     ],
 )
@@ -58,60 +72,88 @@ def test_a_bad_config_file_names_the_file_and_the_problem(tmp_path, content, mes
 
 
 def test_a_version_2_run_directory_config_is_read_with_the_new_defaults():
-    old = budget_config("smoke").to_dict()
-    old["version"] = 2
-    for name in ("workers_per_gpu", "max_same_failures"):
-        old["backend"].pop(name)
-    old["backend"]["gpus_per_trial"] = 0.0
-    cfg = SearchConfig.from_dict(old)
-    assert cfg.backend.max_same_failures == 4 and cfg.proxy.amp is None
-
-
-def test_proxy_settings_reach_the_training(tmp_path):
-    cfg = budget_config("default").replace(
-        proxy={
-            "data": "train.json",
-            "val_data": "val.json",
-            "images": "imgs",
-            "val_images": "val_imgs",
-            "train_subset": 100,
-            "resize": "keep-aspect",
-            "min_size": 320,
-            "max_size": 512,
-            "batch_size": 8,
-            "lr": 0.01,
-            "optimizer": "adamw",
-            "amp": "fp16",
-            "deterministic": True,
-            "loader_workers": 2,
-            "backbone": "resnet18",
-            "backbone_weights": "r18.pth",
+    old = {
+        "version": 2,
+        "evolution": budget_config("smoke").to_dict()["evolution"],
+        "filters": {"cpv": True, "mos": True},
+        "proxy": {
+            "detector": "fcos",
+            "backbone": "tiny",
+            "data": "shapes",
+            "preset": "tiny",
+            "iterations": 30,
         },
-        backend={"cpus_per_trial": 3},
-    )
-    exp = experiment_dict(cfg)
+        "backend": {"backend": "serial", "workers": 2, "gpus_per_trial": 0.0},
+    }
+    cfg = SearchConfig.from_dict(old)
+    assert cfg.backend.max_same_failures == 4
+    assert (cfg.task.name, cfg.task.iterations, cfg.task.device) == ("detection", 30, "cpu")
+    assert cfg.task.settings == {"preset": "tiny", "data": "shapes", "detector": "fcos", "backbone": "tiny"}
+
+
+def test_a_version_3_proxy_section_trains_what_it_trained():
+    """Every version-3 proxy setting lands where the detection task reads it; None meant the preset's."""
+    proxy = {
+        "detector": None,
+        "backbone": "resnet18",
+        "data": "train.json",
+        "images": "imgs",
+        "val_data": "val.json",
+        "val_images": "val_imgs",
+        "train_subset": 100,
+        "preset": "fcos-shapes",
+        "iterations": None,
+        "epochs": 2,
+        "device": "cpu",
+        "resize": "keep-aspect",
+        "image_size": None,
+        "min_size": 320,
+        "max_size": 512,
+        "train_size": None,
+        "val_size": None,
+        "batch_size": 8,
+        "lr": 0.01,
+        "optimizer": "adamw",
+        "amp": "fp16",
+        "deterministic": True,
+        "loader_workers": 2,
+        "pretrained": None,
+        "backbone_weights": "r18.pth",
+        "trainable_layers": None,
+    }
+    raw = {**budget_config("default").to_dict(), "version": 3, "proxy": proxy}
+    del raw["task"]
+    cfg = SearchConfig.from_dict(raw).replace(backend={"cpus_per_trial": 3})
+    exp = cfg.load_task().trial_config(base_schedule(cfg))
     for key in ("val_data", "images", "val_images", "train_subset", "resize", "min_size", "max_size"):
-        assert exp[key] == getattr(cfg.proxy, key)
-    assert exp["backbone_weights"] == "r18.pth" and exp["image_size"] is None
-    train = exp["train"]
-    assert (train["batch_size"], train["lr"], train["optimizer"], train["amp"]) == (8, 0.01, "adamw", "fp16")
-    assert train["deterministic"] is True and train["loader_workers"] == 2
-    assert train["threads"] == 3  # --cpus-per-trial is each training's torch threads
+        assert getattr(exp, key) == proxy[key]
+    assert exp.backbone_weights == "r18.pth" and exp.image_size is None and exp.detector == "fcos"
+    t = exp.train
+    assert (t.batch_size, t.lr, t.optimizer, t.amp) == (8, 0.01, "adamw", "fp16")
+    assert t.deterministic is True and t.loader_workers == 2
+    assert (t.epochs, t.iterations) == (2, None)
+    assert t.threads == 3  # --cpus-per-trial is each training's torch threads
 
 
-def test_a_coco_preset_brings_its_model_and_needs_your_data():
-    cfg = budget_config("default").replace(proxy={"preset": "retinanet-r50-coco", "detector": None})
+def test_a_coco_preset_brings_its_model_and_needs_your_data(tmp_path):
+    cfg = budget_config("default").replace(task={"settings": {"preset": "retinanet-r50-coco"}})
     with pytest.raises(ConfigError, match=r"--data TRAIN\.json"):
         validate(cfg)
-    cfg = cfg.replace(proxy={"data": "train.json", "iterations": None, "backbone": None})
+    (tmp_path / "train.json").write_text("{}")
+    cfg = cfg.replace(task={"settings": {"data": str(tmp_path / "train.json")}, "iterations": None})
     validate(cfg)
     assert cfg.cls_branch == "cls-sigmoid"
-    exp = experiment_dict(cfg)
-    assert (exp["detector"], exp["backbone"], exp["pretrained"]) == ("retinanet", "resnet50", "DEFAULT")
-    assert exp["resize"] == "keep-aspect" and exp["train_subset"] == 10_000
-    assert exp["train"]["amp"] == "bf16" and exp["train"]["iterations"] == 2000
+    resolved = resolve_task(cfg)
+    settings = resolved.task.settings
+    assert (settings["detector"], settings["backbone"], settings["pretrained"]) == (
+        "retinanet",
+        "resnet50",
+        "DEFAULT",
+    )
+    assert settings["resize"] == "keep-aspect" and settings["train_subset"] == 10_000
+    assert settings["train"]["amp"] == "bf16" and resolved.task.iterations == 2000  # the preset's length
     with pytest.raises(ConfigError, match="unknown preset"):
-        validate(cfg.replace(proxy={"preset": "yolo"}))
+        validate(cfg.replace(task={"settings": {"preset": "yolo"}}))
 
 
 def test_presets_are_listed():
@@ -124,7 +166,7 @@ def test_presets_are_listed():
 
 def test_ray_refuses_zero_gpu_trials_on_cuda():
     cfg = budget_config("smoke").replace(
-        proxy={"device": "cuda"}, backend={"backend": "ray", "gpus_per_trial": 0.0}
+        task={"device": "cuda"}, backend={"backend": "ray", "gpus_per_trial": 0.0}
     )
     with pytest.raises(ConfigError, match="hide every GPU"):
         validate(cfg)
@@ -165,7 +207,7 @@ def test_the_circuit_breaker_ignores_failures_that_are_the_losses(tmp_path):
 
 
 def echo_device(experiment, cls_loss, reg_loss):
-    return {"status": "ok", "metrics": {"AP": 0.5}, "device": experiment["train"]["device"]}
+    return {"status": "ok", "metrics": {"AP": 0.5}, "device": experiment["schedule"]["device"]}
 
 
 def test_results_are_cached_per_device(tmp_path):
@@ -174,7 +216,7 @@ def test_results_are_cached_per_device(tmp_path):
     cpu = serial_runner(cfg, run, echo_device)
     [first] = cpu.evaluate([("a", "b", 0)])
     # the same run resumed on a GPU: the CPU result is not reused, and both stay in the journal
-    gpu = serial_runner(cfg.replace(proxy={"device": "cuda"}), run, echo_device)
+    gpu = serial_runner(cfg.replace(task={"device": "cuda"}), run, echo_device)
     [second] = gpu.evaluate([("a", "b", 0)])
     assert (first["device"], second["device"]) == ("cpu", "cuda")
     records = [json.loads(line) for line in (Path(run.path) / EVALUATIONS).read_text().splitlines()]

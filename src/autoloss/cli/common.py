@@ -48,6 +48,7 @@ def training_options(default_out: str) -> Callable[[Callable[..., Any]], Callabl
                 show_default=True,
             ),
             click.option("--device", default="cpu", show_default=True),
+            click.option("--task", "task_name", default="detection", show_default=True, help=TASK_HELP),
             click.option(
                 "--out",
                 type=click.Path(file_okay=False),
@@ -64,7 +65,7 @@ def training_options(default_out: str) -> Callable[[Callable[..., Any]], Callabl
 
 
 # Training settings that `train` and `search` share, with the same names: (option, click kwargs).
-# `search` stores them in the proxy section of its config; `train` in the experiment config.
+# `search` passes them to its proxy task as settings; `train` puts them in the experiment config.
 TRAINING_SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ("--val-data", {"default": None, "help": "A second COCO JSON for validation (COCO's two-file layout)."}),
     ("--val-images", {"type": click.Path(), "default": None, "help": "Image folder of --val-data."}),
@@ -126,3 +127,38 @@ def given_settings(opts: dict[str, Any]) -> dict[str, Any]:
     """The shared training settings the user gave (a flag left off is None, not False)."""
     names = (setting_name(option) for option, _ in TRAINING_SETTINGS)
     return {n: opts[n] for n in names if opts.get(n) not in (None, False)}
+
+
+TASK_HELP = (
+    "The proxy task: 'detection' (torchvision's detectors) or your own, as module:function or "
+    'path/to/file.py:function returning an autoloss.tasks.ProxyTask (README: "Your own detector").'
+)
+
+
+def checked_task_name(name: str) -> str:
+    """`name` as workers will load it (a file path made absolute), its factory found (TaskError if not)."""
+    from autoloss.tasks import canonical_name, task_factory
+
+    name = canonical_name(name)
+    task_factory(name)
+    return name
+
+
+def task_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--task, shared by every command that trains."""
+    return click.option("--task", "task_name", default=None, help=TASK_HELP)(fn)
+
+
+# Flags that are settings of the detection task (and of tasks built on it), named as its settings.
+TASK_FLAGS = ("preset", "detector", "backbone", "data", "images", "image_size")
+
+
+def task_settings(opts: dict[str, Any]) -> dict[str, Any]:
+    """The task settings the user gave as flags: top-level ones, and training ones under "train"."""
+    settings = {k: opts[k] for k in TASK_FLAGS if opts.get(k) is not None}
+    for name, value in given_settings(opts).items():
+        if name in TRAIN_SECTION_SETTINGS:
+            settings.setdefault("train", {})[name] = value
+        else:
+            settings[name] = value
+    return settings

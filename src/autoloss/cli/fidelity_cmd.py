@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from autoloss.cli.common import fail_on_user_error, training_options
+from autoloss.cli.common import checked_task_name, fail_on_user_error, training_options
 
 DEFAULT_PROXY = "fcos:shapes:128:300"
 
@@ -51,7 +51,7 @@ DEFAULT_PROXY = "fcos:shapes:128:300"
 @training_options("runs/fidelity")
 @fail_on_user_error
 def fidelity(
-    proxies, targets, from_run, survivors, losses, panel, seeds, workers, backend, device, out
+    proxies, targets, from_run, survivors, losses, panel, seeds, workers, backend, device, task_name, out
 ) -> None:
     """Train a panel of losses on a proxy and on target tasks; report Kendall τ and Spearman ρ (bootstrap
     95 % CIs), top-1 / top-3 agreement, a table (fidelity.md) and a scatter plot (fidelity.png)."""
@@ -62,12 +62,13 @@ def fidelity(
     from autoloss.fidelity.report import agreement_rows, markdown, scatter_plot, scores_by_task
     from autoloss.fidelity.tasks import FidelityError
     from autoloss.loss import Loss
-    from autoloss.search.config import DETECTOR_BRANCH
+    from autoloss.spaces.branches import DETECTOR_CLS_BRANCH as DETECTOR_BRANCH
 
     if seeds < 1 or workers < 1 or survivors < 0:
         raise FidelityError("--seeds and --workers must be positive, --survivors at least 0")
-    proxy_tasks = [parse_task(t) for t in (proxies or (DEFAULT_PROXY,))]
-    target_tasks = [parse_task(t) for t in targets]
+    task_name = checked_task_name(task_name)
+    proxy_tasks = [parse_task(t, task=task_name) for t in (proxies or (DEFAULT_PROXY,))]
+    target_tasks = [parse_task(t, task=task_name) for t in targets]
     branches = {DETECTOR_BRANCH[t.detector] for t in [*proxy_tasks, *target_tasks]}
     if len(branches) > 1:
         raise FidelityError(

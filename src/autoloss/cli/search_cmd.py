@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from autoloss.cli.common import fail_on_user_error, given_settings, training_settings
+from autoloss.cli.common import fail_on_user_error, task_option, task_settings, training_settings
 
 
 def _positive(ctx, param, value):
@@ -24,6 +24,7 @@ def _positive(ctx, param, value):
     default=None,
     help="A YAML file in the run directory's config.yaml schema; flags given here override it.",
 )
+@task_option
 @click.option(
     "--preset",
     default=None,
@@ -196,23 +197,18 @@ def search(**opts: Any) -> None:
     }
     if opts["time_limit"] is not None:
         evolution["time_limit_s"] = opts["time_limit"]
-    proxy = {
-        k: opts[k]
-        for k in ("preset", "detector", "backbone", "data", "images", "device", "image_size")
-        if opts[k] is not None
-    }
-    proxy.update(given_settings(opts))
-    if "preset" in proxy:
-        # A preset brings its own detector, backbone and schedule; the budget's proxy length is for the
-        # default preset, so it gives way unless a length is given here.
-        proxy.setdefault("detector", None)
-        proxy.setdefault("backbone", None)
-        if opts["proxy_iterations"] is None and opts["proxy_epochs"] is None:
-            proxy.update(iterations=None, epochs=None)
+    task: dict[str, Any] = {"settings": task_settings(opts)}
+    if opts["task_name"] is not None:
+        task["name"] = opts["task_name"]
+    if opts["device"] is not None:
+        task["device"] = opts["device"]
+    if opts["preset"] is not None and opts["proxy_iterations"] is None and opts["proxy_epochs"] is None:
+        # A preset brings its own schedule; the budget's proxy length is for the default preset.
+        task.update(iterations=None, epochs=None)
     if opts["proxy_iterations"] is not None:
-        proxy.update(iterations=opts["proxy_iterations"], epochs=None)
+        task.update(iterations=opts["proxy_iterations"], epochs=None)
     if opts["proxy_epochs"] is not None:
-        proxy.update(epochs=opts["proxy_epochs"], iterations=None)
+        task.update(epochs=opts["proxy_epochs"], iterations=None)
     backend = {
         k: opts[k]
         for k in ("backend", "workers", "ray_address", "gpus_per_trial", "cpus_per_trial", "workers_per_gpu")
@@ -221,7 +217,7 @@ def search(**opts: Any) -> None:
     if opts["trial_timeout"] is not None:
         backend["trial_timeout_s"] = opts["trial_timeout"]
     filters = {"cpv": not opts["no_cpv"], "mos": not opts["no_mos"]}
-    cfg = cfg.replace(evolution=evolution, proxy=proxy, backend=backend, filters=filters)
+    cfg = cfg.replace(evolution=evolution, task=task, backend=backend, filters=filters)
     preflight(cfg)  # before the live display: a refusal is one line
     _run(
         lambda progress: run_search(cfg, opts["out"], overwrite=opts["overwrite"], progress=progress),
@@ -253,7 +249,7 @@ def resume(run_dir: str, backend, workers, ray_address, device, quiet) -> None:
             for k, v in (("backend", backend), ("workers", workers), ("ray_address", ray_address))
             if v is not None
         },
-        "proxy": {"device": device} if device else {},
+        "task": {"device": device} if device else {},
     }
     cfg = SearchConfig.from_dict(RunDir.open(run_dir).config())
     _run(lambda progress: resume_search(run_dir, overrides, progress=progress), cfg, quiet)

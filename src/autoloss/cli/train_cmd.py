@@ -15,7 +15,14 @@ from typing import Any
 
 import click
 
-from autoloss.cli.common import TRAIN_SECTION_SETTINGS, given_settings, training_settings
+from autoloss.cli.common import (
+    TRAIN_SECTION_SETTINGS,
+    checked_task_name,
+    given_settings,
+    task_option,
+    task_settings,
+    training_settings,
+)
 from autoloss.data_specs import is_generated
 
 DETECTOR_CHOICE = click.Choice(["fcos", "retinanet", "faster_rcnn"])
@@ -54,6 +61,7 @@ def _data_options(fn: Any) -> Any:
 
 
 @click.command()
+@task_option
 @click.option("--preset", default=None, help="Start from a named config (fcos-shapes, tiny).")
 @_data_options
 @click.option("--cls-loss", default=None, help="Named loss, 'default' or a prefix expression.")
@@ -74,6 +82,8 @@ def train(**opts: Any) -> None:
     from autoloss.detection.detectors import CLS_BRANCH
     from autoloss.detection.runner import load_experiment_data
 
+    if opts["task_name"] not in (None, "detection"):
+        return _train_task(opts)
     cfg = _train_config(opts)
     try:
         cls = resolve_loss(cfg.cls_loss, CLS_BRANCH[cfg.detector])
@@ -91,6 +101,44 @@ def train(**opts: Any) -> None:
         result, detector = run_experiment(cfg, cls_loss=cls, reg_loss=reg, data=data, progress=progress)
     if opts["out"]:
         _save_run(Path(opts["out"]), result, detector)
+    _report(result.to_dict(), opts["as_json"])
+    if result.status != "ok":
+        click.echo(f"run {result.status}: {result.reason}", err=True)
+        sys.exit(1)
+
+
+def _train_task(opts: dict[str, Any]) -> None:
+    """`train --task`: one trial of a user's proxy task, through the same protocol a search uses."""
+    from autoloss.tasks import Schedule, TaskError, load_task
+
+    name = checked_task_name(opts["task_name"])
+    settings = task_settings(opts)
+    for key in ("train_size", "val_size", "cls_weight", "reg_weight"):
+        if opts[key] is not None:
+            settings[key] = opts[key]
+    if opts["time_budget"] is not None:
+        settings.setdefault("train", {})["time_budget_s"] = opts["time_budget"]
+    try:
+        task = load_task(name, settings)
+        task.check()
+        iterations, epochs = opts["iterations"], opts["epochs"]
+        if iterations is None and epochs is None:
+            iterations, epochs = task.default_length()
+        schedule = Schedule(
+            iterations=iterations,
+            epochs=epochs,
+            seed=opts["seed"] or 0,
+            device=opts["device"] or "cpu",
+            threads=opts["threads"] or 1,
+        )
+    except TaskError as err:
+        raise _user_error(err) from None
+    with _progress(enabled=not opts["as_json"]) as progress:
+        result, model = task.trial(
+            opts["cls_loss"] or "default", opts["reg_loss"] or "default", schedule, progress
+        )
+    if opts["out"]:
+        _save_run(Path(opts["out"]), result, model)
     _report(result.to_dict(), opts["as_json"])
     if result.status != "ok":
         click.echo(f"run {result.status}: {result.reason}", err=True)
@@ -212,7 +260,7 @@ def _save_run(out: Path, result: Any, detector: Any) -> None:
     (out / "config.yaml").write_text(yaml.safe_dump(result.config, sort_keys=False))
     (out / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
     if detector is not None:
-        torch.save(detector.model.state_dict(), out / "weights.pt")
+        torch.save(getattr(detector, "model", detector).state_dict(), out / "weights.pt")
 
 
 def _report(payload: dict[str, Any], as_json: bool) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from autoloss.cli.common import fail_on_user_error, training_options
-from autoloss.search.config import ProxySettings
+from autoloss.cli.common import checked_task_name, fail_on_user_error, training_options
+from autoloss.search.config import TaskConfig
 
 
 def _split(value: str) -> list[str]:
@@ -36,7 +36,7 @@ def _split(value: str) -> list[str]:
 @click.option(
     "--iterations",
     type=int,
-    default=ProxySettings().iterations,
+    default=TaskConfig().iterations,
     show_default=True,
     help="Proxy length before --schedule.",
 )
@@ -74,6 +74,7 @@ def transfer(
     workers,
     backend,
     device,
+    task_name,
     out,
 ) -> None:
     """Train each detector on each dataset with the given losses, the defaults, the published CSE-Autoloss
@@ -90,6 +91,7 @@ def transfer(
         cls_loss = cls_loss or _best(from_run, "cls")
         reg_loss = reg_loss or _best(from_run, "reg")
     plan = plan_transfer(cls_loss, reg_loss, _split(detectors), _split(datasets), seeds, named=named)
+    task_name = checked_task_name(task_name)
     console = Console(stderr=True)
     console.print(
         f"transfer: {plan.trainings()} trainings ({len(plan.cells())} cells x seeds {plan.seeds}), "
@@ -115,6 +117,7 @@ def transfer(
         workers=workers,
         backbone=backbone,
         progress=progress,
+        task=task_name,
     )
     rows = aggregate(records)
     out_path = Path(out)

@@ -1,4 +1,4 @@
-"""Named experiment configs, and `evaluate_losses`: the search's proxy-task evaluator.
+"""Named experiment configs: the starting points of `train --preset` and of the detection task's settings.
 
 "fcos-shapes" is the CPU proxy: FCOS with the tiny backbone on generated shapes at 128 px, SGD lr 0.02,
 batch 16, 50 warm-up iterations then cosine, one thread; about a minute per run on one core. "tiny"
@@ -17,8 +17,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from autoloss.detection.runner import ExperimentConfig, RunResult, run_experiment
-from autoloss.detection.train import ProgressFn, TrainConfig
+from autoloss.detection.runner import ExperimentConfig
+from autoloss.detection.train import TrainConfig
 
 PROXY_PRESETS: dict[str, ExperimentConfig] = {
     "fcos-shapes": ExperimentConfig(
@@ -101,22 +101,3 @@ def preset(name: str, **overrides: Any) -> ExperimentConfig:
             train_overrides = {**train_overrides, "epochs": None}
         train = dataclasses.replace(base.train, **train_overrides)
     return dataclasses.replace(base, train=train, **overrides)
-
-
-def evaluate_losses(
-    cls_loss: Any = None,
-    reg_loss: Any = None,
-    *,
-    preset_name: str = "fcos-shapes",
-    seed: int = 0,
-    progress: ProgressFn | None = None,
-    **overrides: Any,
-) -> RunResult:
-    """Train the preset's detector with these losses (None: stock) for one seed; return the result.
-
-    Losses are Loss-like objects or text; the result is JSON-serialisable (`to_dict`) and its `ap` is
-    the fitness (0.0 when the run diverged or failed). Raises only for a bad preset or setting.
-    """
-    cfg = preset(preset_name, seed=seed, **overrides)
-    result, _ = run_experiment(cfg, cls_loss=cls_loss, reg_loss=reg_loss, progress=progress)
-    return result

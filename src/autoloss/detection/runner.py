@@ -1,16 +1,9 @@
-"""One experiment end to end: data, detector, training, COCO mAP on val, as a JSON-serialisable result.
-
-`run_experiment` is what the CLI and the search's evaluator call (possibly in a subprocess: the config and
-result are plain data). Config errors raise ValueError before any work; what happens during training or
-evaluation becomes the result's status ("ok", "diverged", "failed") and reason.
-"""
+"""An experiment's parts: its config (`ExperimentConfig`, plain data), its data, its detector, and COCO mAP
+of a trained detector on the validation split. `autoloss.detection.task` puts them together as a trial."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,16 +13,21 @@ import torch
 from autoloss.detection.coco_eval import coco_ground_truth, coco_map, detections_to_coco
 from autoloss.detection.data import RESIZE_MODES, DataSplit, Split
 from autoloss.detection.datasets import load_dataset
-from autoloss.detection.detectors import CLS_BRANCH, DETECTORS, GEOMETRY_CHOICES, Detector, build_detector
+from autoloss.detection.detectors import DETECTORS, GEOMETRY_CHOICES, Detector, build_detector
 from autoloss.detection.loader import eval_loader, to_device
-from autoloss.detection.loss_spec import loss_text, resolve_loss
-from autoloss.detection.train import (
-    ProgressFn,
-    TrainConfig,
-    thread_limit,
-    train_detector,
-    validate_train_config,
-)
+from autoloss.detection.train import TrainConfig, thread_limit, validate_train_config
+from autoloss.tasks.protocol import RunResult
+
+__all__ = [
+    "ExperimentConfig",
+    "RunResult",
+    "build_for",
+    "data_key",
+    "evaluate_detector",
+    "load_experiment_data",
+    "predict",
+    "validate_experiment",
+]
 
 
 @dataclass(frozen=True)
@@ -101,37 +99,6 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
     validate_train_config(cfg.train)
 
 
-@dataclass
-class RunResult:
-    """The outcome of one experiment; `metrics` (AP, AP50, ...) is empty unless status is "ok"."""
-
-    status: str
-    reason: str
-    metrics: dict[str, float]
-    iterations: int
-    seconds: float
-    final_loss: float | None
-    train_seconds: float = 0.0
-    eval_seconds: float = 0.0
-    loss_curve: list[float] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ap(self) -> float:
-        """COCO AP, 0.0 for a run that did not finish (the search's fitness)."""
-        return float(self.metrics.get("AP", 0.0)) if self.status == "ok" else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), allow_nan=False)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> RunResult:
-        return cls(**raw)
-
-
 def load_experiment_data(cfg: ExperimentConfig) -> DataSplit:
     """The train/val data an experiment trains and evaluates on."""
     return load_dataset(
@@ -187,67 +154,6 @@ def build_for(cfg: ExperimentConfig, data: DataSplit, cls: Any, reg: Any) -> Det
         backbone_weights=cfg.backbone_weights,
         trainable_layers=cfg.trainable_layers,
         geometry=cfg.geometry,
-    )
-
-
-def run_experiment(
-    cfg: ExperimentConfig,
-    *,
-    cls_loss: Any = None,
-    reg_loss: Any = None,
-    data: DataSplit | None = None,
-    progress: ProgressFn | None = None,
-) -> tuple[RunResult, Detector | None]:
-    """Train and evaluate; `cls_loss`/`reg_loss` objects override the config's loss text.
-
-    Returns the result and the trained detector (None if it could not be built).
-    """
-    validate_experiment(cfg)
-    start = time.perf_counter()
-    cls_spec = cls_loss if cls_loss is not None else cfg.cls_loss
-    reg_spec = reg_loss if reg_loss is not None else cfg.reg_loss
-    record = cfg.to_dict()
-    try:
-        cls = resolve_loss(cls_spec, CLS_BRANCH[cfg.detector])
-        reg = resolve_loss(reg_spec, "reg")
-        record.update(cls_loss=loss_text(cls), reg_loss=loss_text(reg))
-        if data is None:
-            data = load_experiment_data(cfg)
-        detector = build_for(cfg, data, cls, reg)
-    except Exception as err:  # the evaluator reports a candidate it cannot even build; it does not crash
-        return _failed(err, record, start), None
-    outcome = train_detector(detector, data.train, cfg.train, cfg.seed, progress)
-    result = RunResult(
-        status=outcome.status,
-        reason=outcome.reason,
-        metrics={},
-        iterations=outcome.iterations,
-        seconds=0.0,
-        final_loss=outcome.final_loss,
-        train_seconds=outcome.seconds,
-        loss_curve=[v if math.isfinite(v) else None for v in outcome.loss_curve],
-        config=record,
-    )
-    if outcome.status == "ok":
-        eval_start = time.perf_counter()
-        try:
-            result.metrics = evaluate_detector(detector, data.val, cfg.train)
-        except Exception as err:
-            result.status, result.reason = "failed", f"evaluation: {type(err).__name__}: {err}"
-        result.eval_seconds = time.perf_counter() - eval_start
-    result.seconds = time.perf_counter() - start
-    return result, detector
-
-
-def _failed(err: Exception, record: dict[str, Any], start: float) -> RunResult:
-    return RunResult(
-        status="failed",
-        reason=f"{type(err).__name__}: {err}",
-        metrics={},
-        iterations=0,
-        seconds=time.perf_counter() - start,
-        final_loss=None,
-        config=record,
     )
 
 

@@ -1,20 +1,24 @@
-"""Pieces every exported Python file is made of: the runtime modules' text, the generated loss functions
+"""Pieces every exported Python file is made of: the runtime modules' code, the generated loss functions
 and the class docstrings (formula, LaTeX, inputs, shapes)."""
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
 import textwrap
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from importlib import resources
 
+from autoloss.errors import AutolossError
 from autoloss.expr.codegen import generate_source
 from autoloss.loss import Loss
 from autoloss.spaces.branches import branch as lookup_branch
 from autoloss.spaces.named import DEFAULTS
 
 WRAP = 100  # prose width in generated docstrings; formulas are never wrapped
-BEGIN, END = "# export: begin", "# export: end"
+RUNTIME_PACKAGE = "autoloss.export.runtime"
 
 # What each raw input is (as `detection/loss_inputs.py` builds it), for docstrings.
 INPUT_DOCS = {
@@ -43,17 +47,243 @@ OUTPUT_DOCS = {
 }
 
 
-def runtime_part(module: str) -> tuple[list[str], str]:
-    """(import lines, exported body) of `autoloss/export/runtime/<module>.py`, read as text."""
-    text = (resources.files("autoloss.export.runtime") / f"{module}.py").read_text(encoding="utf-8")
-    head, _, rest = text.partition(BEGIN)
-    body, _, _ = rest.partition(END)
-    imports = [
-        line
-        for line in head.splitlines()
-        if re.match(r"(import |from \S+ import )", line) and not line.startswith(("from autoloss", "from __"))
-    ]
-    return imports, body.strip("\n") + "\n"
+# --- runtime modules -------------------------------------------------------------------------------
+# An exported file is one namespace: each runtime module's code is copied whole, after the sibling runtime
+# modules it imports from, so that what it imports names the same objects in the file as in the package.
+# Only the header is left out: its torch and standard-library imports join the file's imports, and its
+# sibling imports are met by the copies above it. Whatever else a module holds either goes into the file
+# as it is or stops the export with a RuntimeLayoutError naming the module.
+
+STANDALONE = frozenset({"torch"})  # what an exported file may import besides the standard library
+
+
+class RuntimeLayoutError(AutolossError):
+    """A runtime module holds something an exported file cannot carry as it is; the message says what."""
+
+
+@dataclass(frozen=True)
+class RuntimeModule:
+    """A runtime module split where the generator splits it: `header` (the module docstring, then
+    `from __future__` and the other imports, up to the first other statement) is left out of exported
+    files; `body`, everything after it, is copied into them unchanged."""
+
+    name: str
+    header: str
+    body: str
+    imports: tuple[str, ...]  # the header's standard-library and torch imports, one statement a line
+    needs: tuple[str, ...]  # the sibling runtime modules the header imports from, in order
+    takes: tuple[tuple[str, str], ...]  # (sibling, name) for each name imported from a sibling
+    imported: frozenset[str]  # names the header's standard-library and torch imports bind
+    defines: frozenset[str]  # names the body binds at module level
+
+
+def _where(name: str) -> str:
+    return f"runtime module {RUNTIME_PACKAGE}.{name}"
+
+
+def _is_docstring(node: ast.stmt) -> bool:
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    )
+
+
+def _catches_import_error(handler: ast.ExceptHandler) -> bool:
+    types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(
+        t is None or (isinstance(t, ast.Name) and t.id in ("ImportError", "ModuleNotFoundError"))
+        for t in types
+    )
+
+
+def _check_import(name: str, node: ast.Import | ast.ImportFrom, guarded: bool) -> None:
+    """An import an exported file keeps must work there: no autoloss, and only torch and the standard library
+    unless it is optional (inside a `try` that catches ImportError)."""
+    at = f"{_where(name)}, line {node.lineno}"
+    if isinstance(node, ast.ImportFrom) and node.level:
+        raise RuntimeLayoutError(
+            f"{at}: relative import; import a sibling as `from {RUNTIME_PACKAGE}.<module> import <names>` "
+            "with the imports at the top"
+        )
+    for module in [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]:
+        root = module.split(".")[0]
+        if root == "autoloss":
+            raise RuntimeLayoutError(
+                f"{at}: imports {module}, which an exported file does not have; of autoloss only sibling "
+                f"runtime modules, as `from {RUNTIME_PACKAGE}.<module> import <names>` at the top"
+            )
+        if not guarded and root not in STANDALONE and root not in sys.stdlib_module_names:
+            raise RuntimeLayoutError(
+                f"{at}: imports {module}, but an exported file needs only {', '.join(sorted(STANDALONE))} "
+                "and the standard library; an optional dependency goes in a try/except ImportError"
+            )
+
+
+def _check_code_imports(name: str, node: ast.AST, guarded: bool = False) -> None:
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        _check_import(name, node, guarded)
+        return
+    children = list(ast.iter_child_nodes(node))
+    if isinstance(node, ast.Try) and any(_catches_import_error(h) for h in node.handlers):
+        for child in node.body:
+            _check_code_imports(name, child, True)
+        children = [*node.handlers, *node.orelse, *node.finalbody]
+    for child in children:
+        _check_code_imports(name, child, guarded)
+
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+_SCOPES += (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+def bound_names(nodes: Iterable[ast.AST]) -> set[str]:
+    """The names statements bind in their own namespace (not those bound inside functions or classes)."""
+    names: set[str] = set()
+    for node in nodes:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update(a.asname or a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        if not isinstance(node, _SCOPES):
+            names |= bound_names(ast.iter_child_nodes(node))
+    return names
+
+
+def _import_lines(node: ast.Import | ast.ImportFrom) -> list[str]:
+    def alias(a: ast.alias) -> str:
+        return f"{a.name} as {a.asname}" if a.asname else a.name
+
+    if isinstance(node, ast.Import):
+        return [f"import {alias(a)}" for a in node.names]
+    return [f"from {node.module} import {', '.join(alias(a) for a in node.names)}"]
+
+
+def _sibling(name: str, node: ast.Import | ast.ImportFrom) -> str | None:
+    """The runtime module `node` imports names from, or None when it imports something else."""
+    prefix = f"{RUNTIME_PACKAGE}."
+    if isinstance(node, ast.Import):
+        if any(a.name.startswith(prefix) for a in node.names):
+            raise RuntimeLayoutError(
+                f"{_where(name)}, line {node.lineno}: `import {RUNTIME_PACKAGE}...` has no counterpart in an "
+                f"exported file; import names: `from {RUNTIME_PACKAGE}.<module> import <names>`"
+            )
+        return None
+    if node.level or not (node.module or "").startswith(prefix):
+        return None
+    sibling = node.module[len(prefix) :]
+    if "." in sibling or sibling == name:
+        raise RuntimeLayoutError(
+            f"{_where(name)}, line {node.lineno}: imports from {node.module}, which is not a sibling module"
+        )
+    for a in node.names:
+        if a.name == "*" or a.asname:
+            raise RuntimeLayoutError(
+                f"{_where(name)}, line {node.lineno}: `{_import_lines(node)[0]}`: in an exported file the "
+                "sibling's names are the file's own, so import them by name and without `as`"
+            )
+    return sibling
+
+
+def parse_runtime(name: str, text: str) -> RuntimeModule:
+    """Split and check the source `text` of runtime module `name`; RuntimeLayoutError (naming the module)
+    where an exported file could not carry it unchanged."""
+    stmts = ast.parse(text, filename=f"{_where(name)}").body
+    i = 1 if stmts and _is_docstring(stmts[0]) else 0
+    imports: list[str] = []
+    needs: list[str] = []
+    takes: list[tuple[str, str]] = []
+    imported: set[str] = set()
+    while i < len(stmts) and isinstance(stmts[i], (ast.Import, ast.ImportFrom)):
+        node = stmts[i]
+        sibling = _sibling(name, node)
+        if sibling is not None:
+            needs += [] if sibling in needs else [sibling]
+            takes += [(sibling, a.name) for a in node.names]
+        else:
+            _check_import(name, node, guarded=False)
+            imports += _import_lines(node)
+            if not (isinstance(node, ast.ImportFrom) and node.module == "__future__"):
+                imported |= bound_names([node])
+        i += 1
+    # The exported file starts with it, so the module is only tested as exported if it has it too.
+    if "from __future__ import annotations" not in imports:
+        raise RuntimeLayoutError(f"{_where(name)} lacks `from __future__ import annotations`")
+    code = stmts[i:]
+    if not code:
+        raise RuntimeLayoutError(f"{_where(name)} has no code after its imports")
+    for node in code:
+        _check_code_imports(name, node)
+    lines = text.splitlines(keepends=True)
+    end = (stmts[i - 1].end_lineno or 0) if i else 0
+    return RuntimeModule(
+        name=name,
+        header="".join(lines[:end]),
+        body="".join(lines[end:]).strip("\n") + "\n",
+        imports=tuple(imports),
+        needs=tuple(needs),
+        takes=tuple(takes),
+        imported=frozenset(imported),
+        defines=frozenset(bound_names(code)),
+    )
+
+
+def load_runtime(name: str) -> RuntimeModule:
+    """Runtime module `name`, read (not imported: generating code needs no torch) and parsed."""
+    file = resources.files(RUNTIME_PACKAGE) / f"{name}.py"
+    if not file.is_file():
+        raise RuntimeLayoutError(f"there is no {_where(name)}")
+    return parse_runtime(name, file.read_text(encoding="utf-8"))
+
+
+def runtime_modules(
+    roots: Iterable[str], taken: Iterable[str] = (), load: Callable[[str], RuntimeModule] = load_runtime
+) -> list[RuntimeModule]:
+    """`roots` and the runtime modules they import from, each after the ones it imports from: the order an
+    exported file holds them in. Each name imported from a sibling must be one the sibling defines, and no
+    name may be defined twice in the file (`taken`: the names its other parts define)."""
+    order: dict[str, RuntimeModule] = {}
+    path: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in path:
+            raise RuntimeLayoutError(f"runtime modules import each other: {' -> '.join([*path, name])}")
+        path.append(name)
+        module = load(name)
+        for dep in module.needs:
+            visit(dep)
+        order[name] = module
+        path.pop()
+
+    for root in roots:
+        visit(root)
+    owner = dict.fromkeys(taken, "the generated code")
+    imported = set().union(*(m.imported for m in order.values()))
+    for module in order.values():
+        for sibling, name in module.takes:
+            if name not in order[sibling].defines:
+                raise RuntimeLayoutError(
+                    f"{_where(module.name)} imports {name}, which {sibling} does not define"
+                )
+        for name in sorted(module.defines):
+            if name in owner or name in imported:
+                other = owner.get(name, "an import of the runtime modules")
+                raise RuntimeLayoutError(
+                    f"{_where(module.name)} defines {name}, as {other} does: an exported file is one "
+                    "namespace"
+                )
+            owner[name] = _where(module.name)
+    return list(order.values())
+
+
+def runtime_source(roots: Iterable[str], taken: Iterable[str] = ()) -> tuple[list[str], str]:
+    """(import lines, code) of the runtime modules `roots` need, as an exported file holds them."""
+    modules = runtime_modules(roots, taken)
+    return [line for m in modules for line in m.imports], "\n\n".join(m.body for m in modules)
 
 
 def merge_imports(lines: list[str]) -> list[str]:

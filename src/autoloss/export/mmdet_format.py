@@ -10,7 +10,7 @@ from __future__ import annotations
 from autoloss.export.source import ONE_STAGE, REG_WEIGHTS, TWO_STAGE, ExportSource
 from autoloss.export.torch_format import EXTRA, assemble, class_name, class_source, header
 
-RUNTIME = ("common", "torch_modules", "mmdet_modules")
+RUNTIME = ("mmdet_modules",)  # with the runtime modules it imports from
 BASES = {"cls-sigmoid": "_MMDetSigmoidClsLoss", "cls-softmax": "_MMDetSoftmaxClsLoss", "reg": "_MMDetRegLoss"}
 CALL = "loss(pred, target, weight=None, avg_factor=None, reduction_override=None)"
 TARGETS = {

@@ -95,8 +95,12 @@ def from_run_dir(path: str | Path) -> ExportSource:
 def _detector(path: Path) -> str | None:
     from autoloss.runs.rundir import RunDir
 
-    proxy = RunDir.open(path).config().get("proxy") or {}
-    return proxy.get("detector") if isinstance(proxy, dict) else None
+    raw = RunDir.open(path).config()
+    # Version 4 keeps the detector in the task's settings; earlier versions in the proxy section.
+    task = raw.get("task")
+    section = task.get("settings") if isinstance(task, dict) else raw.get("proxy")
+    detector = section.get("detector") if isinstance(section, dict) else None
+    return detector if isinstance(detector, str) else None
 
 
 def resolve_source(target: str, branch: str | None = None) -> ExportSource:

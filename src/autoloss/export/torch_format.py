@@ -1,26 +1,30 @@
 """`--format torch`: one standalone Python file, depending only on torch, with an `nn.Module` per found loss.
 
 The file is assembled from the registry (operator helpers), the runtime modules (inputs, reduction, base
-modules; real code, tested here) and the expression compiler's own `generate_source`, so an exported loss
-computes what autoloss computed during the search, value for value and gradient for gradient.
+modules; real modules, tested here and copied whole) and the expression compiler's own `generate_source`, so
+an exported loss computes what autoloss computed during the search, value for value and gradient for
+gradient.
 """
 
 from __future__ import annotations
 
+import ast
+
 from autoloss.export.generated import (
+    bound_names,
     class_doc,
     default_comment,
     docstring,
     function_names,
     loss_function_source,
     merge_imports,
-    runtime_part,
+    runtime_source,
 )
 from autoloss.export.ops_source import helper_source, names_used
 from autoloss.export.source import ExportSource
 from autoloss.loss import Loss
 
-RUNTIME = ("common", "torch_modules")
+RUNTIME = ("torch_modules",)  # with the runtime modules it imports from
 BASES = {"cls-sigmoid": "_SigmoidClsLoss", "cls-softmax": "_SoftmaxClsLoss", "reg": "_RegLoss"}
 CALLS = {
     "cls-sigmoid": "loss(logits [N, K], labels [N], iou=None, weight=None, avg_factor=None)",
@@ -41,29 +45,27 @@ def class_name(role: str, prefix: str) -> str:
 
 
 def assemble(src: ExportSource, runtime: tuple[str, ...], header: str, classes: list[str]) -> str:
-    """Module docstring, imports, operator helpers, runtime, generated functions, then `classes`."""
+    """Module docstring, imports, operator helpers, the runtime modules `runtime` (and those they import
+    from), generated functions, then `classes`."""
     exprs = [f.loss.expr for f in src.losses if f.loss is not None]
     imports, helpers = helper_source(names_used(exprs))
-    imports = ["from __future__ import annotations", *imports]
-    bodies: list[str] = []
-    for module in runtime:
-        lines, body = runtime_part(module)
-        imports += lines
-        bodies.append(body)
+    functions = [
+        default_comment(f.role, f.branch) if f.loss is None else loss_function_source(f.role, f.loss)
+        for f in src.found
+    ]
+    taken = bound_names(ast.parse(code) for code in [helpers, *functions, *classes])
+    runtime_imports, runtime_code = runtime_source(runtime, taken)
+    imports = ["from __future__ import annotations", *imports, *runtime_imports]
     parts = [
         docstring(header, 0),
         "\n".join(merge_imports(imports)) + "\n",
         "# --- operators (autoloss.ops: the reference semantics and guards) -------------------------\n\n"
         + (helpers if helpers.strip() else "# (these losses use no operator helpers)\n"),
-        *bodies,
+        runtime_code,
         "# --- the found losses ---------------------------------------------------------------------\n",
+        *functions,
+        *classes,
     ]
-    for found in src.found:
-        if found.loss is None:
-            parts.append(default_comment(found.role, found.branch))
-        else:
-            parts.append(loss_function_source(found.role, found.loss))
-    parts += classes
     return "\n\n".join(p.rstrip("\n") + "\n" for p in parts).rstrip("\n") + "\n"
 
 

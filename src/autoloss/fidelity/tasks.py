@@ -14,9 +14,11 @@ from autoloss.data_specs import is_generated
 from autoloss.errors import AutolossError
 from autoloss.executors import make_executor
 from autoloss.runs.rundir import RunDir
-from autoloss.search.config import DETECTOR_BRANCH, SearchConfig
+from autoloss.search.config import SearchConfig
 from autoloss.search.proxy import ProxyRunner, ap_of
-from autoloss.transfer.run import cell_config, data_stem, safe_name
+from autoloss.spaces.branches import DETECTOR_CLS_BRANCH as DETECTOR_BRANCH
+from autoloss.tasks import DEFAULT_TASK
+from autoloss.transfer.run import cell_config, data_stem, safe_name, task_suffix
 
 
 class FidelityError(AutolossError):
@@ -32,19 +34,21 @@ class TaskSpec:
     image_size: int | None
     iterations: int
     backbone: str = "tiny"
+    task: str = DEFAULT_TASK  # the proxy task that trains it: the detection task or a user's built on it
 
     @property
     def name(self) -> str:
         size = f"{self.image_size}px" if self.image_size else "native"
-        return safe_name(f"{self.detector}-{self.backbone}-{data_stem(self.data)}-{size}-{self.iterations}it")
+        base = f"{self.detector}-{self.backbone}-{data_stem(self.data)}-{size}-{self.iterations}it"
+        return safe_name(base) + task_suffix(self.task)
 
     def config(self, device: str = "cpu") -> SearchConfig:
         return cell_config(
-            self.detector, self.data, self.iterations, None, device, self.backbone, self.image_size
+            self.detector, self.data, self.iterations, None, device, self.backbone, self.image_size, self.task
         )
 
 
-def parse_task(text: str, backbone: str = "tiny") -> TaskSpec:
+def parse_task(text: str, backbone: str = "tiny", task: str = DEFAULT_TASK) -> TaskSpec:
     """`DETECTOR:DATA:SIZE:ITERATIONS`, e.g. `fcos:shapes:256:300`; SIZE may be `native` (the dataset's own
     default). DATA is `shapes`, `shapes-dense` or a COCO annotations JSON."""
     parts = text.split(":")
@@ -73,7 +77,7 @@ def parse_task(text: str, backbone: str = "tiny") -> TaskSpec:
         raise FidelityError(f"task {text!r}: image size must be a positive multiple of 32, got {image_size}")
     if iterations < 1:
         raise FidelityError(f"task {text!r}: iterations must be positive, got {iterations}")
-    return TaskSpec(detector, data, image_size, iterations, backbone)
+    return TaskSpec(detector, data, image_size, iterations, backbone, task)
 
 
 def train_panel(

@@ -68,6 +68,7 @@ def stage_fidelity(run: RunDir) -> list[str]:
 
 def write_report(path: str | Path, top: int = 5) -> Path:
     from autoloss.loss import Loss
+    from autoloss.search.config import SearchConfig
     from autoloss.search.outputs import summary_markdown
 
     run = RunDir.open(path)
@@ -76,10 +77,12 @@ def write_report(path: str | Path, top: int = 5) -> Path:
     seed = cfg.get("evolution", {}).get("seed", 0)
     baseline = _baseline(run, seed)
     lines = [f"# autoloss search report: `{run.path.name}`", ""]
-    p, e, filters = cfg.get("proxy", {}), cfg.get("evolution", {}), cfg.get("filters", {})
+    e, filters = cfg.get("evolution", {}), cfg.get("filters", {})
+    t = SearchConfig.from_dict(cfg).task  # older versions migrated
+    p = t.settings
     lines += [
-        f"Proxy: {p.get('detector')} / {p.get('backbone')} on `{p.get('data')}`, preset `{p.get('preset')}`, "
-        f"{p.get('iterations') or p.get('epochs')} {'iterations' if p.get('iterations') else 'epochs'}. "
+        f"Proxy: task `{t.name}`, {p.get('detector')} / {p.get('backbone')} on `{p.get('data')}`, preset "
+        f"`{p.get('preset')}`, {t.iterations or t.epochs} {'iterations' if t.iterations else 'epochs'}. "
         f"Search: branch `{e.get('branch')}`, {e.get('generations')} generations x {e.get('offspring')} "
         f"offspring, top-K {e.get('top_k')}, seed {seed}. "
         f"Filters: CPV {'on' if filters.get('cpv') else 'off'}, MOS {'on' if filters.get('mos') else 'off'}.",

@@ -6,11 +6,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autoloss.data_specs import is_generated
 from autoloss.runs.rundir import RunDir
-from autoloss.search.config import ConfigError, SearchConfig, budget_config, validate
+from autoloss.search.config import ConfigError, SearchConfig, budget_config, resolve_task, validate
 from autoloss.search.driver import Progress, Search
-from autoloss.search.presets import resolve_proxy
 
 # What `resume` may change: how and where the work runs, never what is searched.
 RUNTIME_OVERRIDES = {
@@ -26,7 +24,7 @@ RUNTIME_OVERRIDES = {
     },
     # A resume on another device trains on it from then on; results are cached per device, so results
     # from the two are never mixed in one comparison.
-    "proxy": {"device", "loader_workers"},
+    "task": {"device"},
 }
 
 
@@ -34,25 +32,10 @@ def default_run_dir() -> Path:
     return Path("runs") / time.strftime("search-%Y%m%d-%H%M%S")
 
 
-def check_data(cfg: SearchConfig) -> None:
-    p = cfg.proxy
-    if not is_generated(p.data) and not Path(p.data).is_file():
-        raise ConfigError(
-            f"--data must be 'shapes', 'shapes-dense' or a COCO annotations JSON; {p.data!r} does not exist"
-        )
-    if p.val_data is not None and not Path(p.val_data).is_file():
-        raise ConfigError(f"--val-data: {p.val_data!r} does not exist")
-    for flag, folder in (("--images", p.images), ("--val-images", p.val_images)):
-        if folder is not None and not Path(folder).is_dir():
-            raise ConfigError(f"{flag}: image folder {folder!r} does not exist")
-    if p.backbone_weights is not None and not Path(p.backbone_weights).is_file():
-        raise ConfigError(f"--backbone-weights: file {p.backbone_weights!r} does not exist")
-
-
 def check_device(cfg: SearchConfig) -> None:
     """`--device cuda` where this machine has no CUDA: one line now, not a failed training per candidate.
     (With Ray the GPUs may be on other nodes; the executor checks the cluster's resources.)"""
-    device = cfg.proxy.device
+    device = cfg.task.device
     if not device.startswith("cuda") or cfg.backend.backend == "ray":
         return
     import torch
@@ -67,7 +50,6 @@ def check_device(cfg: SearchConfig) -> None:
 def preflight(cfg: SearchConfig) -> None:
     """Every check that can fail before a run directory or a display exists (ConfigError, one line)."""
     validate(cfg)
-    check_data(cfg)
     check_device(cfg)
 
 
@@ -80,7 +62,7 @@ def run_search(
 ) -> tuple[dict[str, Any], RunDir]:
     cfg = cfg or budget_config("default")
     preflight(cfg)
-    cfg = resolve_proxy(cfg)
+    cfg = resolve_task(cfg)
     run = RunDir.create(out or default_run_dir(), cfg.to_dict(), overwrite=overwrite)
     summary = Search(cfg, run, progress).run_all()
     return summary, run

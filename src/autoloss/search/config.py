@@ -1,23 +1,29 @@
-"""The search configuration: four small typed dataclasses (search / checks / proxy / backend) and named
+"""The search configuration: four small typed dataclasses (evolution / filters / task / backend) and named
 budgets. Validation is by named functions with actionable messages; the resolved config is written once
 to the run directory as YAML and is all that is needed to reproduce or resume a run.
+
+The search knows its proxy task only through the task protocol (`autoloss.tasks`): the `task` section
+names the task and carries its settings as an opaque mapping, which the task's factory interprets.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from autoloss.errors import AutolossError
-from autoloss.spaces.branches import DETECTOR_CLS_BRANCH
+from autoloss.tasks import DEFAULT_TASK, ProxyTask, TaskError, canonical_name, load_task
 
-CONFIG_VERSION = 3  # 2: rungs and promotion, held-out final seeds; 3: COCO-scale data, GPUs
-# Versions this one reads: a version-2 run directory is version 3 with every new setting at its default
-# (the defaults reproduce what version 2 did on CPU).
-READS_VERSIONS = (2, 3)
+# 2: rungs and promotion, held-out final seeds; 3: COCO-scale data, GPUs; 4: the proxy-task protocol (the
+# `proxy` section became `task`: a task name, the task's own settings, and the schedule).
+CONFIG_VERSION = 4
+# Versions this one reads: 2 and 3 are migrated (`_migrate_proxy`), their proxy settings becoming the
+# detection task's; every newer setting takes the default that reproduces what they did.
+READS_VERSIONS = (2, 3, 4)
 BRANCH_CHOICES = ("cls", "reg", "both")
-DETECTOR_BRANCH = DETECTOR_CLS_BRANCH  # detector -> the classification branch it searches
+SECTION_NAMES = ("evolution", "filters", "task", "backend")
 
 
 class ConfigError(AutolossError, ValueError):
@@ -54,38 +60,25 @@ class FilterConfig:
     mos: bool = True
 
 
-@dataclass(frozen=True)
-class ProxySettings:
-    """The proxy training. Settings left at None take the preset's value (`autoloss presets` lists them)."""
+# The search's default proxy: the built-in detection task's fcos-shapes preset on shapes-dense, which ranked
+# the fidelity panel closer to the real datasets than shapes at the same cost (BENCHMARKS.md, "Proxy
+# fidelity"); neither ranks like them well.
+DEFAULT_TASK_SETTINGS: dict[str, Any] = {"preset": "fcos-shapes", "data": "shapes-dense"}
 
-    detector: str | None = None
-    backbone: str | None = None
-    # shapes-dense ranked the fidelity panel closer to the real datasets than shapes at the same cost
-    # (BENCHMARKS.md, "Proxy fidelity"); neither ranks like them well.
-    data: str = "shapes-dense"
-    images: str | None = None
-    val_data: str | None = None
-    val_images: str | None = None
-    train_subset: int | None = None
-    preset: str = "fcos-shapes"
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The proxy task and the schedule the search trains it for (rung 0; higher rungs multiply it).
+
+    `name` is a built-in task ("detection") or a user's factory (`module:function`, `file.py:function`);
+    `settings` go to its factory as they are, and the run directory records them resolved
+    (`ProxyTask.config()`). With neither `iterations` nor `epochs` the task's own length is used."""
+
+    name: str = DEFAULT_TASK
+    settings: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_TASK_SETTINGS))
     iterations: int | None = 300
     epochs: int | None = None
     device: str = "cpu"
-    resize: str | None = None
-    image_size: int | None = None
-    min_size: int | None = None
-    max_size: int | None = None
-    train_size: int | None = None
-    val_size: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    optimizer: str | None = None
-    amp: str | None = None  # off | bf16 | fp16 (CUDA only)
-    deterministic: bool | None = None
-    loader_workers: int | None = None
-    pretrained: str | None = None
-    backbone_weights: str | None = None
-    trainable_layers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +99,7 @@ class BackendConfig:
 class SearchConfig:
     evolution: EvolutionConfig = field(default_factory=EvolutionConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
-    proxy: ProxySettings = field(default_factory=ProxySettings)
+    task: TaskConfig = field(default_factory=TaskConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     version: int = CONFIG_VERSION
 
@@ -121,11 +114,13 @@ class SearchConfig:
                 f"this run was written by config version {version}; this autoloss reads version "
                 f"{CONFIG_VERSION} — start a new run, or use the autoloss release that wrote it"
             )
+        if version < 4:
+            raw = _migrate_proxy(raw)
         parts = {}
         for name, kind in (
             ("evolution", EvolutionConfig),
             ("filters", FilterConfig),
-            ("proxy", ProxySettings),
+            ("task", TaskConfig),
             ("backend", BackendConfig),
         ):
             section = raw.get(name) or {}
@@ -134,27 +129,27 @@ class SearchConfig:
             if unknown:
                 raise ConfigError(f"unknown {name} setting(s): {', '.join(sorted(unknown))}")
             parts[name] = kind(**section)
-        return cls(**parts)  # the current version: an older one is migrated by its defaults
+        return cls(**parts)
 
     def replace(self, **sections: dict[str, Any]) -> SearchConfig:
-        """A copy with fields of the named sections replaced, e.g. replace(backend={"workers": 1})."""
-        updated = {
-            name: dataclasses.replace(getattr(self, name), **values) for name, values in sections.items()
-        }
+        """A copy with fields of the named sections replaced, e.g. replace(backend={"workers": 1}). The
+        task's `settings` are merged into the current ones (nested mappings too), not replaced."""
+        updated = {}
+        for name, values in sections.items():
+            current = getattr(self, name)
+            if name == "task" and "settings" in values:
+                values = {**values, "settings": merged(current.settings, values["settings"] or {})}
+            updated[name] = dataclasses.replace(current, **values)
         return dataclasses.replace(self, **updated)
 
-    @property
-    def detector(self) -> str:
-        """The proxy's detector: set in the proxy section, or the preset's."""
-        if self.proxy.detector is not None:
-            return self.proxy.detector
-        from autoloss.search.presets import preset_detector
-
-        return preset_detector(self.proxy.preset)
+    def load_task(self) -> ProxyTask:
+        """The proxy task this config trains (built once per distinct task and settings)."""
+        return cached_task(self.task.name, self.task.settings)
 
     @property
     def cls_branch(self) -> str:
-        return DETECTOR_BRANCH[self.detector]
+        """The classification search space of the proxy task's head."""
+        return self.load_task().cls_branch
 
     def searched_branches(self) -> list[str]:
         b = self.evolution.branch
@@ -176,7 +171,7 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
             "final_seeds": 2,
             "combine_top": 1,
         },
-        "proxy": {"preset": "tiny", "data": "shapes", "iterations": 30},
+        "task": {"settings": {"preset": "tiny", "data": "shapes"}, "iterations": 30},
     },
 }
 
@@ -189,7 +184,7 @@ def budget_config(name: str) -> SearchConfig:
 
 def validate(cfg: SearchConfig) -> None:
     """Raise `ConfigError` naming the first setting that cannot work."""
-    e, p, b = cfg.evolution, cfg.proxy, cfg.backend
+    e, p, b = cfg.evolution, cfg.task, cfg.backend
     if e.branch not in BRANCH_CHOICES:
         raise ConfigError(f"--branch must be one of {', '.join(BRANCH_CHOICES)}, got {e.branch!r}")
     for name in (
@@ -224,42 +219,14 @@ def validate(cfg: SearchConfig) -> None:
         raise ConfigError(f"--max-proxy-evals must be positive, got {e.max_proxy_evals}")
     if e.time_limit_s is not None and e.time_limit_s <= 0:
         raise ConfigError(f"--time-limit must be positive, got {e.time_limit_s}")
-    if p.detector is not None and p.detector not in DETECTOR_BRANCH:
-        raise ConfigError(f"--detector must be one of {', '.join(DETECTOR_BRANCH)}, got {p.detector!r}")
     if p.iterations is not None and p.epochs is not None:
         raise ConfigError("give the proxy length as iterations or as epochs, not both")
-    if p.lr is not None and not p.lr > 0:
-        raise ConfigError(f"proxy lr must be positive, got {p.lr}")
-    for name in (
-        "iterations",
-        "epochs",
-        "image_size",
-        "min_size",
-        "max_size",
-        "train_size",
-        "val_size",
-        "train_subset",
-        "batch_size",
-    ):
+    for name in ("iterations", "epochs"):
         value = getattr(p, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"proxy {name.replace('_', '-')} must be positive, got {value}")
-    if p.amp is not None and p.amp not in ("off", "bf16", "fp16"):
-        raise ConfigError(f"--amp must be off, bf16 or fp16, got {p.amp!r}")
-    if p.resize is not None and p.resize not in ("letterbox", "keep-aspect"):
-        raise ConfigError(f"--resize must be letterbox or keep-aspect, got {p.resize!r}")
-    if p.optimizer is not None and p.optimizer not in ("sgd", "adamw"):
-        raise ConfigError(f"--optimizer must be sgd or adamw, got {p.optimizer!r}")
-    if p.loader_workers is not None and p.loader_workers < 0:
-        raise ConfigError(f"--loader-workers must be >= 0, got {p.loader_workers}")
-    if p.pretrained is not None and p.backbone_weights is not None:
-        raise ConfigError("give --pretrained or --backbone-weights, not both")
-    from autoloss.search.presets import PresetError, check_preset
-
-    try:
-        check_preset(cfg)
-    except PresetError as exc:
-        raise ConfigError(str(exc)) from None
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"proxy {name} must be a positive integer, got {value!r}")
+    if not isinstance(p.settings, dict):
+        raise ConfigError(f"task settings must be a mapping, got {type(p.settings).__name__}")
     if p.device not in ("cpu", "cuda") and not p.device.startswith("cuda:"):
         raise ConfigError(f"--device must be cpu or cuda, got {p.device!r}")
     if b.backend not in ("serial", "process", "ray"):
@@ -277,11 +244,87 @@ def validate(cfg: SearchConfig) -> None:
         raise ConfigError(f"--workers-per-gpu must be positive, got {b.workers_per_gpu}")
     if b.max_same_failures < 1:
         raise ConfigError(f"max_same_failures must be positive, got {b.max_same_failures}")
+    check_task(cfg)
+
+
+def check_task(cfg: SearchConfig) -> ProxyTask:
+    """The proxy task, loaded and checked (`ProxyTask.check`); ConfigError with the task's message."""
+    try:
+        task = cfg.load_task()
+        task.check()
+        given = (cfg.task.iterations, cfg.task.epochs) != (None, None)
+        if not given and task.default_length() == (None, None):
+            raise TaskError(
+                f"task {cfg.task.name!r} has no length of its own: give --proxy-iterations or --proxy-epochs"
+            )
+    except TaskError as exc:
+        raise ConfigError(str(exc)) from None
+    return task
+
+
+def resolve_task(cfg: SearchConfig) -> SearchConfig:
+    """`cfg` with its task written out for the run directory: a file path made absolute, the settings as
+    the task resolved them (`ProxyTask.config()`) and the length it trains for, so the run directory says
+    what was trained and a resume trains the same."""
+    task = check_task(cfg)
+    t = cfg.task
+    iterations, epochs = (
+        (t.iterations, t.epochs) if (t.iterations, t.epochs) != (None, None) else task.default_length()
+    )
+    try:
+        name = canonical_name(t.name)
+    except TaskError as exc:
+        raise ConfigError(str(exc)) from None
+    resolved = dataclasses.replace(t, name=name, settings=task.config(), iterations=iterations, epochs=epochs)
+    return dataclasses.replace(cfg, task=resolved)
+
+
+_TASKS: dict[str, ProxyTask] = {}
+
+
+def cached_task(name: str, settings: dict[str, Any]) -> ProxyTask:
+    """`load_task(name, settings)`, built once per distinct (name, settings) in this process."""
+    key = json.dumps([name, settings], sort_keys=True, default=str)
+    if key not in _TASKS:
+        _TASKS[key] = load_task(name, settings)
+    return _TASKS[key]
+
+
+def merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `update`'s values, merging the mappings present in both."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# Version 2-3 proxy settings that were training settings (TrainConfig fields) of the detection task.
+_V3_TRAIN_SETTINGS = ("batch_size", "lr", "optimizer", "amp", "deterministic", "loader_workers")
+
+
+def _migrate_proxy(raw: dict[str, Any]) -> dict[str, Any]:
+    """A version 2-3 config with its `proxy` section as a version-4 `task` section that trains the same
+    (None meant the preset's value there, so only the settings that were set carry over)."""
+    raw = dict(raw)
+    proxy = dict(raw.pop("proxy", None) or {})
+    task: dict[str, Any] = {"name": DEFAULT_TASK}
+    for name, default in (("iterations", 300), ("epochs", None), ("device", "cpu")):
+        task[name] = proxy.pop(name, default)
+    train = {k: proxy.pop(k) for k in _V3_TRAIN_SETTINGS if proxy.get(k) is not None}
+    settings = {**DEFAULT_TASK_SETTINGS, **{k: v for k, v in proxy.items() if v is not None}}
+    if train:
+        settings["train"] = train
+    task["settings"] = settings
+    raw["task"] = task
+    return raw
 
 
 def load_config_file(path: str, base: SearchConfig) -> SearchConfig:
     """`base` with the settings of a YAML file in the run directory's config.yaml schema (sections
-    evolution / filters / proxy / backend; any subset of them and of their settings)."""
+    evolution / filters / task / backend; any subset of them and of their settings)."""
     import yaml
 
     try:
@@ -295,11 +338,16 @@ def load_config_file(path: str, base: SearchConfig) -> SearchConfig:
     if raw is None:
         return base
     if not isinstance(raw, dict):
-        raise ConfigError(f"--config {path}: expected sections evolution/filters/proxy/backend")
+        raise ConfigError(f"--config {path}: expected sections evolution/filters/task/backend")
     raw = dict(raw)
     version = raw.pop("version", CONFIG_VERSION)
     if version not in READS_VERSIONS:
         raise ConfigError(f"--config {path}: config version {version} is not one this autoloss reads")
+    if "proxy" in raw:
+        raise ConfigError(
+            f"--config {path}: the proxy section is now `task` (config version 4): put its settings "
+            "under task.settings, and iterations / epochs / device under task"
+        )
     sections = {f.name for f in dataclasses.fields(SearchConfig)} - {"version"}
     unknown = set(raw) - sections
     if unknown:

@@ -26,7 +26,6 @@ from autoloss.search.config import SearchConfig, validate
 from autoloss.search.engine import DEFAULT, Evaluated, Evolution
 from autoloss.search.final import final_comparison
 from autoloss.search.funnel import pick_top_k, screen_generation
-from autoloss.search.presets import resolve_proxy
 from autoloss.search.proxy import FIX_HINT, ProxyBroken, ProxyRunner, ap_of, first_line
 from autoloss.search.rungs import held_out_seeds, ladder, promote_count
 from autoloss.spaces.branches import branch as get_branch
@@ -42,7 +41,7 @@ Progress = Callable[[dict[str, Any]], None]
 class Search:
     def __init__(self, cfg: SearchConfig, run: RunDir, progress: Progress | None = None):
         validate(cfg)
-        self.cfg = cfg = resolve_proxy(cfg)
+        self.cfg = cfg
         self.run = run
         self.progress = progress or (lambda event: None)
         ev = cfg.evolution
@@ -97,7 +96,7 @@ class Search:
         executor = make_executor(
             b.backend,
             b.workers,
-            device=self.cfg.proxy.device,
+            device=self.cfg.task.device,
             workers_per_gpu=b.workers_per_gpu,
             ray_address=b.ray_address,
             gpus_per_trial=b.gpus_per_trial,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autoloss.expr.tree import Expr
-from autoloss.search.tasks import screen_task
+from autoloss.search.work import screen_task
 
 STAGES = ("generated", "valid", "unique", "cpv", "mos", "proxy")
 

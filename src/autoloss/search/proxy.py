@@ -1,4 +1,4 @@
-"""Proxy trainings for the search: the experiment config, the result cache, retries and the budget.
+"""Proxy trainings for the search: the schedule, the result cache, retries and the budget.
 
 Every finished training is appended to `evaluations.jsonl` the moment it completes, keyed by
 (cls loss, reg loss, seed). A resumed search replays its deterministic decisions and takes finished
@@ -11,19 +11,19 @@ recorded as failed with the reason — worst fitness, and the search goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
-from autoloss.data_specs import is_generated
 from autoloss.errors import AutolossError
 from autoloss.executors.base import TrialTimeout, stop_task
 from autoloss.runs.rundir import RunDir
 from autoloss.search.config import SearchConfig
-from autoloss.search.presets import preset_config
-from autoloss.search.tasks import proxy_task
+from autoloss.search.work import proxy_task, trial_spec
+from autoloss.tasks import Schedule
 
 EVALUATIONS = "evaluations.jsonl"
 
@@ -53,44 +53,15 @@ def failure_kind(reason: str) -> str:
     return re.sub(r"\d+(\.\d+)?", "#", first_line(reason))
 
 
-# Proxy settings that are ExperimentConfig fields / TrainConfig fields of the same name.
-_TOP = (
-    "detector",
-    "backbone",
-    "images",
-    "val_data",
-    "val_images",
-    "train_subset",
-    "resize",
-    "image_size",
-    "min_size",
-    "max_size",
-    "train_size",
-    "val_size",
-    "pretrained",
-    "backbone_weights",
-    "trainable_layers",
-)
-_TRAIN = ("batch_size", "lr", "optimizer", "amp", "deterministic", "loader_workers")
-
-
-def experiment_dict(cfg: SearchConfig) -> dict[str, Any]:
-    """The detection layer's ExperimentConfig (as a dict) for this search's proxy task, seed unset."""
-    from autoloss.detection import preset
-
-    p = cfg.proxy
-    # Each training's torch threads are the CPUs it was given.
-    train: dict[str, Any] = {"device": p.device, "threads": max(1, int(cfg.backend.cpus_per_trial))}
-    if p.iterations is not None:
-        train["iterations"] = p.iterations
-    if p.epochs is not None:
-        train["epochs"] = p.epochs
-    train.update({k: getattr(p, k) for k in _TRAIN if getattr(p, k) is not None})
-    overrides: dict[str, Any] = {"data": p.data}
-    if not is_generated(p.data) and is_generated(preset_config(p.preset).data):
-        overrides["image_size"] = None  # the dataset's own default: real photos need more than shapes' 128 px
-    overrides.update({k: getattr(p, k) for k in _TOP if getattr(p, k) is not None})
-    return preset(p.preset, train=train, **overrides).to_dict()
+def base_schedule(cfg: SearchConfig, seed: int = 0) -> Schedule:
+    """Rung 0's schedule: the config's length (or the task's own), device, and each training's torch
+    threads (the CPUs it was given)."""
+    t = cfg.task
+    iterations, epochs = t.iterations, t.epochs
+    if iterations is None and epochs is None:
+        iterations, epochs = cfg.load_task().default_length()
+    threads = max(1, int(cfg.backend.cpus_per_trial))
+    return Schedule(iterations=iterations, epochs=epochs, seed=seed, device=t.device, threads=threads)
 
 
 def eval_id(cls_loss: str, reg_loss: str, seed: int, multiplier: int = 1, device: str = "cpu") -> str:
@@ -100,19 +71,6 @@ def eval_id(cls_loss: str, reg_loss: str, seed: int, multiplier: int = 1, device
     if multiplier != 1:
         base = f"{base}|x{multiplier}"
     return base if device == "cpu" else f"{base}|{device}"
-
-
-def scaled(experiment: dict[str, Any], multiplier: int) -> dict[str, Any]:
-    """The experiment with its training length (iterations or epochs) multiplied."""
-    if multiplier == 1:
-        return experiment
-    train = dict(experiment["train"])
-    for name in ("iterations", "epochs"):
-        if train.get(name) is not None:
-            train[name] = int(train[name]) * multiplier
-    # The same recipe, trained longer: the cosine decay spans the whole longer schedule (the warm-up
-    # keeps its length in iterations).
-    return {**experiment, "train": train}
 
 
 class ProxyRunner:
@@ -125,9 +83,11 @@ class ProxyRunner:
         on_done: Callable[[dict[str, Any]], None] | None = None,
         task: Callable[..., dict[str, Any]] = proxy_task,
     ):
-        self.experiment = experiment_dict(cfg)
-        self.device = cfg.proxy.device
-        self.task = task  # a seam for tests: a stand-in training with the same signature
+        # The task travels to workers as its name and settings (they load it themselves).
+        self.task_name, self.settings = cfg.task.name, cfg.task.settings
+        self.schedule = base_schedule(cfg)
+        self.device = cfg.task.device
+        self.task = task  # a seam for tests: a stand-in for `proxy_task`, with its signature
         self.timeout = cfg.backend.trial_timeout_s
         self.run = run
         self.submit = submit
@@ -146,7 +106,7 @@ class ProxyRunner:
         slowest of a batch."""
         results: dict[int, dict[str, Any]] = {}
         todo: list[int] = []
-        experiment = scaled(self.experiment, multiplier)
+        schedule = self.schedule.scaled(multiplier)
         for i, (c, r, s) in enumerate(jobs):
             self.count += multiplier
             cached = self.cache.get(eval_id(c, r, s, multiplier, self.device))
@@ -161,7 +121,8 @@ class ProxyRunner:
                 i, attempt = queue.pop(0)
                 c, r, s = jobs[i]
                 deadline = time.monotonic() + self.timeout if self.timeout is not None else float("inf")
-                running[self.submit(self.task, {**experiment, "seed": s}, c, r)] = (i, attempt, deadline)
+                spec = trial_spec(self.task_name, self.settings, dataclasses.replace(schedule, seed=s))
+                running[self.submit(self.task, spec, c, r)] = (i, attempt, deadline)
             first_deadline = min(d for _, _, d in running.values())
             wait_s = None if first_deadline == float("inf") else max(0.0, first_deadline - time.monotonic())
             wait(list(running), timeout=wait_s, return_when=FIRST_COMPLETED)

@@ -12,7 +12,7 @@ from typing import Any
 
 from autoloss.data_specs import is_generated
 from autoloss.errors import AutolossError
-from autoloss.search.config import DETECTOR_BRANCH
+from autoloss.spaces.branches import DETECTOR_CLS_BRANCH as DETECTOR_BRANCH
 from autoloss.spaces.named import DEFAULTS, NAMED, PUBLISHED
 
 

@@ -12,11 +12,12 @@ from typing import Any
 from autoloss.data_specs import is_generated
 from autoloss.executors import make_executor
 from autoloss.runs.rundir import RunDir
-from autoloss.search.config import ProxySettings, SearchConfig
+from autoloss.search.config import SearchConfig, TaskConfig
 from autoloss.search.proxy import ProxyRunner
+from autoloss.tasks import DEFAULT_TASK
 from autoloss.transfer.plan import TransferPlan
 
-PROXY_ITERATIONS = ProxySettings().iterations or 300
+PROXY_ITERATIONS = TaskConfig().iterations or 300
 
 
 def data_stem(data: str) -> str:
@@ -27,6 +28,15 @@ def data_stem(data: str) -> str:
 def safe_name(text: str) -> str:
     """`text` usable as a folder name."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+
+
+def task_suffix(task: str) -> str:
+    """A user's task gets cells of its own: its results are not the built-in detector's."""
+    return (
+        ""
+        if task == DEFAULT_TASK
+        else "-" + safe_name(Path(task.rsplit(":", 1)[0]).stem + "." + task.rsplit(":", 1)[-1])
+    )
 
 
 def cell_name(detector: str, data: str) -> str:
@@ -41,14 +51,15 @@ def cell_config(
     device: str,
     backbone: str = "tiny",
     image_size: int | None = None,
+    task: str = DEFAULT_TASK,
 ) -> SearchConfig:
-    """A cell is the search's proxy task with another detector, dataset, length (and image size)."""
+    """A cell is the search's proxy task with another detector, dataset, length (and image size); `task`
+    is the detection task or a user's task built on it (it takes the same settings)."""
+    settings = {"detector": detector, "backbone": backbone, "data": data, "image_size": image_size}
     return SearchConfig().replace(
-        proxy={
-            "detector": detector,
-            "backbone": backbone,
-            "data": data,
-            "image_size": image_size,
+        task={
+            "name": task,
+            "settings": settings,
             "iterations": iterations,
             "epochs": epochs,
             "device": device,
@@ -68,6 +79,7 @@ def run_transfer(
     workers: int = 2,
     backbone: str = "tiny",
     progress: Callable[[dict[str, Any]], None] | None = None,
+    task: str = DEFAULT_TASK,
 ) -> list[dict[str, Any]]:
     """Train everything in `plan`; returns one record per (detector, dataset, row, seed)."""
     out = Path(out)
@@ -80,9 +92,9 @@ def run_transfer(
         for detector, data in plan.cells():
             # The length is part of the name: the cache must never answer for another schedule.
             length = f"{length_iters}it" if length_iters is not None else f"{length_epochs}ep"
-            cell_dir = out / "cells" / f"{cell_name(detector, data)}-{backbone}-{length}"
+            cell_dir = out / "cells" / f"{cell_name(detector, data)}-{backbone}-{length}{task_suffix(task)}"
             cell_dir.mkdir(parents=True, exist_ok=True)
-            cfg = cell_config(detector, data, length_iters, length_epochs, device, backbone)
+            cfg = cell_config(detector, data, length_iters, length_epochs, device, backbone, task=task)
             runner = ProxyRunner(cfg, RunDir(cell_dir), executor.submit, executor.slots, on_done=progress)
             rows = plan.rows[detector]
             jobs = [(r.cls, r.reg, s) for r in rows for s in plan.seeds]

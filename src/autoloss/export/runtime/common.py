@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# export: begin
 # --- inputs --------------------------------------------------------------------------------------
 
 BOX_EPS = 1e-7  # torchvision's GIoU eps, added to U and E as in the search
@@ -161,6 +160,3 @@ def reduce_loss(
         # Same eps as MMDetection, so avg_factor = 0 (no positives) gives 0, not NaN.
         return values.sum() / (avg_factor + torch.finfo(torch.float32).eps)
     return values.mean() if values.numel() else values.sum()
-
-
-# export: end

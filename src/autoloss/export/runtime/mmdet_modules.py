@@ -18,7 +18,6 @@ from torch import Tensor
 from autoloss.export.runtime.common import FOCAL_ALPHA, reg_inputs, sigmoid_cls_inputs, softmax_cls_inputs
 from autoloss.export.runtime.torch_modules import _RegLoss, _SigmoidClsLoss, _SoftmaxClsLoss
 
-# export: begin
 # --- MMDetection --------------------------------------------------------------------------------
 
 try:
@@ -143,6 +142,3 @@ class _MMDetRegLoss(_RegLoss):
             weight = weight.mean(-1)
         values = self.unreduced(**reg_inputs(pred, target))
         return self._reduce(values, weight, avg_factor, reduction)
-
-
-# export: end

@@ -22,7 +22,6 @@ from autoloss.export.runtime.common import (
     softmax_cls_inputs,
 )
 
-# export: begin
 # --- modules ------------------------------------------------------------------------------------
 
 
@@ -168,6 +167,3 @@ class _RegLoss(_SearchedLoss):
         avg_factor: float | None = None,
     ) -> Tensor:
         return self._reduce(self.unreduced(I=I, U=U, E=E), weight, avg_factor)
-
-
-# export: end

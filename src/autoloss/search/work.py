@@ -8,15 +8,17 @@ retries the training once, as it would after a lost worker.
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from typing import Any
 
 from autoloss.executors.base import OutOfMemory, trial
+from autoloss.tasks import ProxyTask, Schedule, load_task
 
-# Loaded datasets per worker process, keyed by their settings: a worker that trains many proxies
-# generates or reads its data once.
-_DATA_CACHE: dict[tuple, Any] = {}
+# The task each worker trains, kept between trials: a task loads its data once, and a worker serves one
+# search (one task) at a time.
+_TASKS: dict[str, Any] = {}
 
 
 def screen_task(texts: list[str], branch: str, cpv: bool, mos: bool) -> list[dict[str, Any]]:
@@ -25,14 +27,17 @@ def screen_task(texts: list[str], branch: str, cpv: bool, mos: bool) -> list[dic
     return screen_texts(texts, branch, None, cpv=cpv, mos=mos)
 
 
-def _data_for(cfg: Any) -> Any:
-    from autoloss.detection.runner import data_key, load_experiment_data
+def trial_spec(task: str, settings: dict[str, Any], schedule: Schedule) -> dict[str, Any]:
+    """What a worker needs to run one trial of a task: plain data, safe to send anywhere."""
+    return {"task": task, "settings": settings, "schedule": schedule.to_dict()}
 
-    key = data_key(cfg)
-    if key not in _DATA_CACHE:
-        _DATA_CACHE.clear()  # one dataset at a time: a worker serves one search
-        _DATA_CACHE[key] = load_experiment_data(cfg)
-    return _DATA_CACHE[key]
+
+def _task_for(task: str, settings: dict[str, Any]) -> ProxyTask:
+    key = json.dumps([task, settings], sort_keys=True, default=str)
+    if key not in _TASKS:
+        _TASKS.clear()
+        _TASKS[key] = load_task(task, settings)
+    return _TASKS[key]
 
 
 def _out_of_memory(reason: str) -> OutOfMemory:
@@ -44,17 +49,15 @@ def _out_of_memory(reason: str) -> OutOfMemory:
 
 
 @trial
-def proxy_task(experiment: dict[str, Any], cls_loss: str, reg_loss: str) -> dict[str, Any]:
-    """Train and evaluate one detector; returns `RunResult.to_dict()` (status ok/diverged/failed).
+def proxy_task(spec: dict[str, Any], cls_loss: str, reg_loss: str) -> dict[str, Any]:
+    """Run one trial (`trial_spec`) of the proxy task with these losses; returns `RunResult.to_dict()`
+    (status ok/diverged/failed).
 
     Raises `OutOfMemory` when the GPU ran out of memory."""
     start = time.perf_counter()
     try:
-        from autoloss.detection import ExperimentConfig, run_experiment
-
-        cfg = ExperimentConfig.from_dict(experiment)
-        result, _ = run_experiment(cfg, cls_loss=cls_loss, reg_loss=reg_loss, data=_data_for(cfg))
-        out = result.to_dict()
+        task = _task_for(spec["task"], spec["settings"])
+        out = task.run(cls_loss, reg_loss, Schedule.from_dict(spec["schedule"])).to_dict()
     except Exception as exc:
         if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
             raise _out_of_memory(str(exc)) from exc
@@ -67,7 +70,7 @@ def proxy_task(experiment: dict[str, Any], cls_loss: str, reg_loss: str) -> dict
             "final_loss": None,
             "traceback": traceback.format_exc(limit=5),
         }
-    # The training loop turns every exception into a "failed" result, out of memory included.
+    # A task turns every exception in its training into a "failed" result, out of memory included.
     if out.get("status") == "failed" and "OutOfMemoryError:" in str(out.get("reason", "")):
         raise _out_of_memory(out["reason"])
     return out
