@@ -56,6 +56,7 @@ def _search(
     out: str | Path | None = None,
     *,
     budget: str = "default",
+    task: Any = None,
     overwrite: bool = False,
     progress: Any = None,
     **sections: dict[str, Any],
@@ -64,11 +65,13 @@ def _search(
 
     `budget` is a preset ("smoke", "default", ...); `sections` override parts of its config, e.g.
     `search("runs/x", budget="smoke", evolution={"generations": 1}, backend={"backend": "serial"})`.
+    `task` is the proxy task: "detection" (the default), your own as "module:function" or
+    "path/to/file.py:function", or the factory function itself (see `autoloss.tasks`).
     The found losses land in `out/best/` (see `autoloss.export`).
     """
     from autoloss.search.api import search as run_search
 
-    return run_search(out, budget=budget, overwrite=overwrite, progress=progress, **sections)
+    return run_search(out, budget=budget, task=task, overwrite=overwrite, progress=progress, **sections)
 
 
 # The function `autoloss.search` and the subpackage `autoloss.search` share a name. The import system sets

@@ -111,7 +111,10 @@ def _train_task(opts: dict[str, Any]) -> None:
     """`train --task`: one trial of a user's proxy task, through the same protocol a search uses."""
     from autoloss.tasks import Schedule, TaskError, load_task
 
-    name = checked_task_name(opts["task_name"])
+    try:
+        name = checked_task_name(opts["task_name"])
+    except TaskError as err:
+        raise _user_error(err) from None
     settings = task_settings(opts)
     for key in ("train_size", "val_size", "cls_weight", "reg_weight"):
         if opts[key] is not None:

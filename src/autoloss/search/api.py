@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from autoloss.runs.rundir import RunDir
 from autoloss.search.config import ConfigError, SearchConfig, budget_config, resolve_task, validate
 from autoloss.search.driver import Progress, Search
+from autoloss.tasks import name_of
 
 # What `resume` may change: how and where the work runs, never what is searched.
 RUNTIME_OVERRIDES = {
@@ -92,12 +94,24 @@ def search(
     out: str | Path | None = None,
     *,
     budget: str = "default",
+    task: str | Callable[..., Any] | dict[str, Any] | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
     **sections: dict[str, Any],
 ) -> dict[str, Any]:
     """Run a search and return its summary. `sections` override the budget's config, e.g.
-    `search("runs/x", budget="smoke", evolution={"seed": 1}, backend={"backend": "serial"})`."""
+    `search("runs/x", budget="smoke", evolution={"seed": 1}, backend={"backend": "serial"})`.
+
+    `task` is the proxy task: a name ("detection", "module:function", "path/to/file.py:function"), the
+    factory function itself (module-level, so workers can import it), or a `task` section
+    (`{"name": ..., "settings": {...}, "iterations": ...}`)."""
+    if task is not None:
+        section = dict(sections.get("task") or {})
+        if isinstance(task, dict):
+            section.update(task)
+        else:
+            section["name"] = task if isinstance(task, str) else name_of(task)
+        sections["task"] = section
     cfg = budget_config(budget).replace(**sections)
     summary, _ = run_search(cfg, out, overwrite=overwrite, progress=progress)
     return summary
