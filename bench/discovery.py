@@ -16,8 +16,8 @@ import json
 import time
 from pathlib import Path
 
-from autoloss.search.api import run_search
-from autoloss.search.config import TaskConfig, budget_config
+from autoloss.evolution.api import run_search
+from autoloss.evolution.config import TaskConfig, budget_config
 from autoloss.transfer.plan import plan_transfer
 from autoloss.transfer.run import run_transfer
 from autoloss.transfer.table import aggregate, bar_plot, markdown, to_csv

@@ -19,8 +19,8 @@ import statistics
 import time
 from pathlib import Path
 
-from autoloss.search.api import run_search
-from autoloss.search.config import budget_config
+from autoloss.evolution.api import run_search
+from autoloss.evolution.config import budget_config
 from machine import describe as describe_machine
 
 ARMS = {

@@ -108,7 +108,7 @@ def trial_of(exp: Any, seed: int) -> dict[str, Any]:
     import dataclasses
 
     from autoloss.detection.task import DetectionTask, schedule_of
-    from autoloss.search.work import trial_spec
+    from autoloss.evolution.work import trial_spec
 
     schedule = dataclasses.replace(schedule_of(exp), seed=seed)
     return trial_spec("detection", DetectionTask(exp).config(), schedule)
@@ -116,8 +116,8 @@ def trial_of(exp: Any, seed: int) -> dict[str, Any]:
 
 def shared_gpu(data: dict[str, str], trainings: int = 4) -> dict[str, Any]:
     """Wall time of `trainings` short trainings on one worker vs two workers sharing the GPU."""
+    from autoloss.evolution.work import proxy_task
     from autoloss.executors import make_executor
-    from autoloss.search.work import proxy_task
 
     exp = experiment(data, iterations=60, loader_workers=2)
     out = {}
@@ -138,8 +138,8 @@ def shared_gpu(data: dict[str, str], trainings: int = 4) -> dict[str, Any]:
 
 
 def ray_half_gpus(data: dict[str, str]) -> dict[str, Any]:
+    from autoloss.evolution.work import proxy_task
     from autoloss.executors import make_executor
-    from autoloss.search.work import proxy_task
 
     exp = experiment(data, iterations=30, loader_workers=0)
     executor = make_executor("ray", 2, device="cuda", gpus_per_trial=0.5, cpus_per_trial=2)

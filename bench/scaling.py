@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from autoloss.evolution.config import budget_config
+from autoloss.evolution.proxy import base_schedule
+from autoloss.evolution.work import proxy_task, screen_task, trial_spec
 from autoloss.executors import make_executor
-from autoloss.search.config import budget_config
-from autoloss.search.proxy import base_schedule
-from autoloss.search.work import proxy_task, screen_task, trial_spec
 from autoloss.spaces.branches import branch
 from autoloss.spaces.generate import ramped_half_and_half
 from machine import describe as describe_machine

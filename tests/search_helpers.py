@@ -30,8 +30,8 @@ def kill_search_after(args: list[str], out: Path, finished: int, timeout_s: floa
 
 def serial_runner(cfg, run, task):
     """A ProxyRunner for `cfg` journaling into `run`, training with the stand-in `task` in this process."""
+    from autoloss.evolution.proxy import ProxyRunner
     from autoloss.executors import make_executor
-    from autoloss.search.proxy import ProxyRunner
 
     executor = make_executor("serial")
     return ProxyRunner(cfg, run, executor.submit, executor.slots, task=task)

@@ -16,6 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from autoloss.errors import AutolossError
+from autoloss.evolution.config import budget_config
+from autoloss.evolution.proxy import EVALUATIONS, ProxyRunner
 from autoloss.executors import (
     BackendUnavailable,
     OutOfMemory,
@@ -26,8 +28,6 @@ from autoloss.executors import (
 )
 from autoloss.executors.process import ProcessExecutor
 from autoloss.runs.rundir import RunDir
-from autoloss.search.config import budget_config
-from autoloss.search.proxy import EVALUATIONS, ProxyRunner
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="the ray extra is not installed")

@@ -1,6 +1,7 @@
 """The stable public API: `autoloss.Loss`, `autoloss.check`, `autoloss.search`,
 `autoloss.detection.build_detector`, `autoloss.export.export` — importable as documented, light to import,
-and `autoloss.search` both a function and the package in any import order."""
+and `autoloss.search` a plain function in any import order (its machinery is the `autoloss.evolution`
+package, so no import can replace it)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def test_public_names():
 def test_import_is_light_and_search_is_lazy():
     out = _python(
         "import sys, autoloss; autoloss.search; autoloss.check; "
-        "print('torch' in sys.modules, 'sympy' in sys.modules, 'autoloss.search.api' in sys.modules)"
+        "print('torch' in sys.modules, 'sympy' in sys.modules, 'autoloss.evolution.api' in sys.modules)"
     )
     assert out.split() == ["False", "False", "False"]
 
@@ -39,21 +40,23 @@ def test_import_is_light_and_search_is_lazy():
     "first",
     [
         "import autoloss",
-        "import autoloss.search",
-        "from autoloss.search.config import budget_config",
-        "import autoloss.search.api as api",
+        "from autoloss.evolution.config import budget_config",
+        "import autoloss.evolution.api as api",
         "from autoloss import search",
     ],
 )
 def test_search_stays_callable_whatever_is_imported_first(first):
-    # Importing the subpackage sets the parent's attribute; `autoloss.search` must still be the function.
+    # Importing a subpackage sets the parent's attribute of its name; none is named `search`.
     out = _python(
-        f"{first}\nimport autoloss, autoloss.search.driver\n"
+        f"{first}\nimport autoloss, autoloss.evolution.driver\n"
         "from autoloss import search\n"
-        "print(callable(autoloss.search), search is autoloss.search, autoloss.search.driver.__name__,"
-        " autoloss.search.budget_config('smoke').evolution.generations)"
+        "import types\n"
+        "print(type(autoloss.search) is types.FunctionType, search is autoloss.search,"
+        " autoloss.evolution.driver.__name__,"
+        " autoloss.evolution.budget_config('smoke').evolution.generations,"
+        " type(autoloss) is types.ModuleType)"
     )
-    assert out.split() == ["True", "True", "autoloss.search.driver", "2"]
+    assert out.split() == ["True", "True", "autoloss.evolution.driver", "2", "True"]
 
 
 def test_search_forwards_to_the_search_api(monkeypatch, tmp_path):
@@ -63,12 +66,13 @@ def test_search_forwards_to_the_search_api(monkeypatch, tmp_path):
         seen.update(out=out, **kwargs)
         return {"ok": True}
 
-    monkeypatch.setattr("autoloss.search.api.search", fake)
+    monkeypatch.setattr("autoloss.evolution.api.search", fake)
     result = autoloss.search(tmp_path, budget="smoke", evolution={"generations": 1})
     assert result == {"ok": True}
     assert seen == {
         "out": tmp_path,
         "budget": "smoke",
+        "task": None,
         "overwrite": False,
         "progress": None,
         "evolution": {"generations": 1},

@@ -125,7 +125,7 @@ def test_adding_an_operator_recipe_works_as_written(tmp_path):
 
 
 def test_config_file_example_loads_and_names_a_coco_search(tmp_path, monkeypatch):
-    from autoloss.search.config import SearchConfig, load_config_file, resolve_task
+    from autoloss.evolution.config import SearchConfig, load_config_file, resolve_task
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     marker = text.find("<!-- readme-test: config-file")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from autoloss.evolution.config import ConfigError, budget_config, validate
+from autoloss.evolution.proxy import EVALUATIONS, eval_id
+from autoloss.evolution.rungs import RungError, held_out_seeds, ladder, parse_rungs, promote_count
 from autoloss.runs.rundir import RunDir
-from autoloss.search.config import ConfigError, budget_config, validate
-from autoloss.search.proxy import EVALUATIONS, eval_id
-from autoloss.search.rungs import RungError, held_out_seeds, ladder, parse_rungs, promote_count
 from search_helpers import serial_runner
 
 

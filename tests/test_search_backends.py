@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from autoloss.search.api import resume_search, run_search
-from autoloss.search.config import budget_config
+from autoloss.evolution.api import resume_search, run_search
+from autoloss.evolution.config import budget_config
 from search_helpers import kill_search_after
 
 pytestmark = pytest.mark.slow

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autoloss.search.final import found_kind, verdict
+from autoloss.evolution.final import found_kind, verdict
 from autoloss.spaces.named import NAMED
 from autoloss.stats import paired_comparison
 

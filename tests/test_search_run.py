@@ -13,8 +13,8 @@ import yaml
 from click.testing import CliRunner
 
 from autoloss.cli import cli
-from autoloss.search.api import resume_search, run_search
-from autoloss.search.config import ConfigError, budget_config
+from autoloss.evolution.api import resume_search, run_search
+from autoloss.evolution.config import ConfigError, budget_config
 from autoloss.spaces.named import name_of
 from search_helpers import kill_search_after
 

@@ -11,8 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from autoloss.cli import cli
-from autoloss.runs.rundir import RunDir
-from autoloss.search.config import (
+from autoloss.evolution.config import (
     ConfigError,
     SearchConfig,
     budget_config,
@@ -20,7 +19,8 @@ from autoloss.search.config import (
     resolve_task,
     validate,
 )
-from autoloss.search.proxy import EVALUATIONS, ProxyBroken, base_schedule, failure_kind
+from autoloss.evolution.proxy import EVALUATIONS, ProxyBroken, base_schedule, failure_kind
+from autoloss.runs.rundir import RunDir
 from search_helpers import serial_runner
 
 NO_CUDA = pytest.mark.skipif(

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
+from autoloss.evolution.engine import Evaluated, Evolution
+from autoloss.evolution.variation import MUTATIONS, hoist, offspring, point_mutation, typed_crossover
 from autoloss.expr import parse
-from autoloss.search.engine import Evaluated, Evolution
-from autoloss.search.variation import MUTATIONS, hoist, offspring, point_mutation, typed_crossover
 from autoloss.spaces import BRANCHES, NAMED, check_shapes
 from autoloss.spaces.generate import TreeLimits
 

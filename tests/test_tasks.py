@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import autoloss
 from autoloss.cli import cli
-from autoloss.search.config import ConfigError, SearchConfig, budget_config, resolve_task
+from autoloss.evolution.config import ConfigError, SearchConfig, budget_config, resolve_task
 from autoloss.tasks import RunResult, Schedule, TaskError, TrainReport, load_task, task_factory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def test_a_search_trains_only_through_the_task_on_process_workers(tmp_path):
         iterations = 7 * r["multiplier"]
         assert r["result"]["metrics"]["AP"] == expected_ap(r["cls"], r["reg"], r["seed"], iterations)
     # resume loads the task again and finds everything done
-    again, _ = autoloss.search.api.resume_search(tmp_path / "run")
+    again, _ = autoloss.evolution.api.resume_search(tmp_path / "run")
     assert again["table"] == summary["table"]
 
 
@@ -175,7 +175,7 @@ def test_bad_detection_settings_are_refused_by_name(settings, message):
 
 def test_a_version_4_run_directory_trains_what_version_3_trained():
     """The same trial, reached through the v3 proxy section (migrated) and the v4 task section."""
-    from autoloss.search.proxy import base_schedule
+    from autoloss.evolution.proxy import base_schedule
 
     v4 = resolve_task(budget_config("smoke"))
     raw = {**v4.to_dict(), "version": 3, "proxy": {"preset": "tiny", "data": "shapes", "iterations": 30}}
@@ -186,7 +186,7 @@ def test_a_version_4_run_directory_trains_what_version_3_trained():
 
 
 # --- the import boundary -----------------------------------------------------------------------------
-SEARCH_SIDE = ("search", "tasks", "transfer", "fidelity")
+SEARCH_SIDE = ("evolution", "tasks", "transfer", "fidelity")
 
 
 def _imports(path: Path) -> list[str]:

@@ -13,8 +13,6 @@ Importing the package is cheap: torch and sympy load when a loss is first evalua
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +50,7 @@ def check(
     return screen(loss, config, cpv=cpv, mos=mos)
 
 
-def _search(
+def search(
     out: str | Path | None = None,
     *,
     budget: str = "default",
@@ -67,53 +65,8 @@ def _search(
     `search("runs/x", budget="smoke", evolution={"generations": 1}, backend={"backend": "serial"})`.
     `task` is the proxy task: "detection" (the default), your own as "module:function" or
     "path/to/file.py:function", or the factory function itself (see `autoloss.tasks`).
-    The found losses land in `out/best/` (see `autoloss.export`).
+    The found losses land in `out/best/` (see `autoloss.export`). The machinery is `autoloss.evolution`.
     """
-    from autoloss.search.api import search as run_search
+    from autoloss.evolution.api import search as run_search
 
     return run_search(out, budget=budget, task=task, overwrite=overwrite, progress=progress, **sections)
-
-
-# The function `autoloss.search` and the subpackage `autoloss.search` share a name. The import system sets
-# `autoloss.search` to the subpackage when it is first imported, which would silently replace a plain
-# function; this object is both (callable, attributes from the package), so `autoloss.search(...)` and
-# `autoloss.search.api` keep working in any import order.
-class _SearchEntry:
-    __doc__ = _search.__doc__
-
-    @property
-    def __signature__(self) -> Any:
-        import inspect
-
-        return inspect.signature(_search)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return _search(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        import importlib
-
-        return getattr(importlib.import_module("autoloss.search"), name)
-
-    def __repr__(self) -> str:
-        return "<function autoloss.search (and package autoloss.search)>"
-
-
-class _Package(types.ModuleType):
-    """The `autoloss` module, with `search` as a data descriptor so the import system cannot replace it."""
-
-    @property
-    def search(self) -> Any:
-        return _SEARCH
-
-    @search.setter
-    def search(self, _module: Any) -> None:
-        # The import system records the subpackage here; it stays reachable in sys.modules and through
-        # the entry object's attributes.
-        pass
-
-
-_SEARCH = _SearchEntry()
-sys.modules[__name__].__class__ = _Package

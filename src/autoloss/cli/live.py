@@ -25,7 +25,7 @@ class LiveDisplay:
         # Expected proxy trainings, roughly: the anchors, generations x top-K at rung 0, about a third of
         # those again per higher rung, the combinations and the final table (4 rows x held-out seeds). The
         # bar grows if promotion trains more.
-        from autoloss.search.rungs import parse_rungs
+        from autoloss.evolution.rungs import parse_rungs
 
         rungs = parse_rungs(ev.rungs)
         per_branch = ev.generations * ev.top_k * rungs[0][1]

@@ -173,8 +173,8 @@ def _positive(ctx, param, value):
 @fail_on_user_error
 def search(**opts: Any) -> None:
     """Search for better detection losses (CSE-Autoloss) and report them against the defaults."""
-    from autoloss.search.api import preflight, run_search
-    from autoloss.search.config import budget_config, load_config_file
+    from autoloss.evolution.api import preflight, run_search
+    from autoloss.evolution.config import budget_config, load_config_file
 
     cfg = budget_config(opts["budget"])
     if opts["config_file"]:
@@ -239,9 +239,9 @@ def resume(run_dir: str, backend, workers, ray_address, device, quiet) -> None:
 
     Only how the work runs may change (--backend, --workers, --ray-address, --device).
     """
+    from autoloss.evolution.api import resume_search
+    from autoloss.evolution.config import SearchConfig
     from autoloss.runs.rundir import RunDir
-    from autoloss.search.api import resume_search
-    from autoloss.search.config import SearchConfig
 
     overrides = {
         "backend": {
@@ -261,7 +261,7 @@ def _run(start, cfg, quiet: bool) -> None:
     from rich.console import Console
 
     from autoloss.cli.live import LiveDisplay
-    from autoloss.search.proxy import ProxyBroken
+    from autoloss.evolution.proxy import ProxyBroken
 
     console = Console(stderr=True)
     display = LiveDisplay(cfg, console, enabled=not quiet)
@@ -280,7 +280,7 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from autoloss.search.outputs import ALPHA_NOTE, best_named_verdict, final_heading, gain_cells
+    from autoloss.evolution.outputs import ALPHA_NOTE, best_named_verdict, final_heading, gain_cells
     from autoloss.spaces.named import label as short
 
     console = Console()

@@ -99,8 +99,13 @@ def train(**opts: Any) -> None:
         raise _user_error(err) from None
     with _progress(enabled=not opts["as_json"]) as progress:
         result, detector = run_experiment(cfg, cls_loss=cls, reg_loss=reg, data=data, progress=progress)
+    _finish(result, detector, opts)
+
+
+def _finish(result: Any, model: Any, opts: dict[str, Any]) -> None:
+    """Save (with --out) and report a training; a run that did not finish exits 1."""
     if opts["out"]:
-        _save_run(Path(opts["out"]), result, detector)
+        _save_run(Path(opts["out"]), result, model)
     _report(result.to_dict(), opts["as_json"])
     if result.status != "ok":
         click.echo(f"run {result.status}: {result.reason}", err=True)
@@ -140,12 +145,7 @@ def _train_task(opts: dict[str, Any]) -> None:
         result, model = task.trial(
             opts["cls_loss"] or "default", opts["reg_loss"] or "default", schedule, progress
         )
-    if opts["out"]:
-        _save_run(Path(opts["out"]), result, model)
-    _report(result.to_dict(), opts["as_json"])
-    if result.status != "ok":
-        click.echo(f"run {result.status}: {result.reason}", err=True)
-        sys.exit(1)
+    _finish(result, model, opts)
 
 
 def _train_config(opts: dict[str, Any]):

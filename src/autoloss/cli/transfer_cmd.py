@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from autoloss.cli.common import checked_task_name, fail_on_user_error, training_options
-from autoloss.search.config import TaskConfig
+from autoloss.evolution.config import TaskConfig
 
 
 def _split(value: str) -> list[str]:

@@ -30,13 +30,13 @@ from autoloss.detection.backbones import build_backbone
 from autoloss.detection.loss_spec import resolve_loss
 from autoloss.detection.one_stage import LossFCOSHead, LossRetinaNetHead
 from autoloss.detection.two_stage import LossRoIHeads
-from autoloss.spaces.branches import DETECTOR_CLS_BRANCH
+from autoloss.spaces.branches import DETECTOR_CLS_BRANCH, DETECTOR_REG_WEIGHT
 
 DETECTORS = ("fcos", "retinanet", "faster_rcnn")
 CLS_BRANCH = DETECTOR_CLS_BRANCH  # the search spaces' table, under the detection layer's name
-# Reference loss weights: two-stage reg 10 on decoded boxes (GIoU-style config), one-stage 1. Faster
-# R-CNN's stock smooth-L1 on deltas keeps torchvision's weight 1.
-ONE_STAGE_REG_WEIGHT, TWO_STAGE_REG_WEIGHT, STOCK_REG_WEIGHT = 1.0, 10.0, 1.0
+# A searched reg loss is weighted by DETECTOR_REG_WEIGHT; Faster R-CNN's stock smooth-L1 on deltas keeps
+# torchvision's weight 1.
+STOCK_REG_WEIGHT = 1.0
 # The tiny FCOS head has 2 convs per branch instead of 4: the head is most of a tiny step's time on CPU.
 TINY_FCOS_HEAD_CONVS = 2
 SCORE_THRESH = 0.05  # COCO-eval convention; FCOS's own 0.2 would cut recall of briefly trained models
@@ -202,9 +202,7 @@ def build_detector(
 
 
 def _default_reg_weight(name: str, reg: Any) -> float:
-    if name != "faster_rcnn":
-        return ONE_STAGE_REG_WEIGHT
-    return STOCK_REG_WEIGHT if reg is None else TWO_STAGE_REG_WEIGHT
+    return STOCK_REG_WEIGHT if reg is None and name == "faster_rcnn" else DETECTOR_REG_WEIGHT[name]
 
 
 def load_weights(detector: Detector, path: str | Path) -> None:

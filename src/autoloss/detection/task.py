@@ -186,16 +186,8 @@ class DetectionTask(ProxyTask):
         raise NotImplementedError  # the built-in detectors are built by `build`
 
     def train(self, model: Any, schedule: Schedule, progress: ProgressFn | None = None) -> TrainReport:
-        outcome = train_detector(
+        return train_detector(
             model, self.data().train, self.trial_config(schedule).train, schedule.seed, progress
-        )
-        return TrainReport(
-            status=outcome.status,
-            reason=outcome.reason,
-            iterations=outcome.iterations,
-            seconds=outcome.seconds,
-            final_loss=outcome.final_loss,
-            loss_curve=outcome.loss_curve,
         )
 
     def evaluate(self, model: Any, schedule: Schedule) -> dict[str, float]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -19,9 +18,8 @@ import torch
 
 from autoloss.detection.data import Split
 from autoloss.detection.loader import to_device, train_loader
+from autoloss.tasks.protocol import ProgressFn, TrainReport
 
-# progress(iteration, total, loss) after every iteration
-ProgressFn = Callable[[int, int, float], None]
 AMP_MODES = ("off", "bf16", "fp16")
 
 
@@ -88,14 +86,8 @@ def validate_train_config(cfg: TrainConfig) -> None:
         raise ValueError(f"loader_workers must be >= 0, got {cfg.loader_workers}")
 
 
-@dataclass
-class TrainOutcome:
-    status: str  # "ok" | "diverged" | "failed"
-    reason: str
-    iterations: int
-    seconds: float
-    final_loss: float | None
-    loss_curve: list[float] = field(default_factory=list)
+# How a training went: the proxy-task protocol's report, so a task returns it as it is.
+TrainOutcome = TrainReport
 
 
 def total_iterations(cfg: TrainConfig, num_images: int) -> int:

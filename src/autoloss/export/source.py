@@ -12,16 +12,14 @@ from pathlib import Path
 
 from autoloss.errors import AutolossError
 from autoloss.loss import Loss
-from autoloss.spaces.branches import BRANCHES
+from autoloss.spaces.branches import BRANCHES, DETECTOR_REG_WEIGHT
 from autoloss.spaces.branches import branch as lookup_branch
 from autoloss.spaces.named import NAMED
 
 ROLES = ("cls", "reg")
 ONE_STAGE = ("fcos", "retinanet")
 TWO_STAGE = ("faster_rcnn",)
-# Mirrors autoloss.detection.detectors (kept here so export never imports torchvision; a test checks they
-# agree): the reference two-stage configs weight the decoded-box reg loss by 10, one-stage heads by 1.
-REG_WEIGHTS = {"fcos": 1.0, "retinanet": 1.0, "faster_rcnn": 10.0}
+REG_WEIGHTS = DETECTOR_REG_WEIGHT  # the weight the detector trained a searched reg loss with
 
 
 class ExportError(AutolossError):

@@ -12,10 +12,10 @@ from typing import Any
 
 from autoloss.data_specs import is_generated
 from autoloss.errors import AutolossError
+from autoloss.evolution.config import SearchConfig
+from autoloss.evolution.proxy import ProxyRunner, ap_of
 from autoloss.executors import make_executor
 from autoloss.runs.rundir import RunDir
-from autoloss.search.config import SearchConfig
-from autoloss.search.proxy import ProxyRunner, ap_of
 from autoloss.spaces.branches import DETECTOR_CLS_BRANCH as DETECTOR_BRANCH
 from autoloss.tasks import DEFAULT_TASK
 from autoloss.transfer.run import cell_config, data_stem, safe_name, task_suffix

@@ -67,9 +67,9 @@ def stage_fidelity(run: RunDir) -> list[str]:
 
 
 def write_report(path: str | Path, top: int = 5) -> Path:
+    from autoloss.evolution.config import SearchConfig
+    from autoloss.evolution.outputs import summary_markdown
     from autoloss.loss import Loss
-    from autoloss.search.config import SearchConfig
-    from autoloss.search.outputs import summary_markdown
 
     run = RunDir.open(path)
     cfg = run.config()

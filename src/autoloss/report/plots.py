@@ -6,7 +6,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from autoloss.search.funnel import STAGES
+from autoloss.evolution.funnel import STAGES
 
 
 def _pyplot():

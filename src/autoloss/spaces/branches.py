@@ -19,6 +19,10 @@ from autoloss.ops import OPS
 # The one table of which classification branch each detector's head searches: one-stage heads score
 # each class with a sigmoid, Faster R-CNN's RoI head with a softmax over classes plus background.
 DETECTOR_CLS_BRANCH = {"fcos": "cls-sigmoid", "retinanet": "cls-sigmoid", "faster_rcnn": "cls-softmax"}
+# The weight of a searched reg loss (on decoded boxes) in each detector's total loss, after the reference
+# configs: two-stage 10 (the GIoU-style Faster R-CNN configs), one-stage 1. The detectors and the export
+# both read it.
+DETECTOR_REG_WEIGHT = {"fcos": 1.0, "retinanet": 1.0, "faster_rcnn": 10.0}
 # Focal loss's alpha: one-stage heads weigh a cls-sigmoid loss by alpha_t (alpha on positives, 1 - alpha
 # on negatives) outside the expression, as torchvision's focal loss does; MOS and the export do the same.
 FOCAL_ALPHA = 0.25

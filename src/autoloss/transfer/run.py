@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from autoloss.data_specs import is_generated
+from autoloss.evolution.config import SearchConfig, TaskConfig
+from autoloss.evolution.proxy import ProxyRunner
 from autoloss.executors import make_executor
 from autoloss.runs.rundir import RunDir
-from autoloss.search.config import SearchConfig, TaskConfig
-from autoloss.search.proxy import ProxyRunner
 from autoloss.tasks import DEFAULT_TASK
 from autoloss.transfer.plan import TransferPlan
 

@@ -46,7 +46,7 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    from autoloss.search.outputs import gain_cells
+    from autoloss.evolution.outputs import gain_cells
     from autoloss.spaces.named import label as short
 
     lines = [

@@ -200,7 +200,7 @@ def validate(cfg: SearchConfig) -> None:
         value = getattr(e, name)
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-    from autoloss.search.rungs import RungError, parse_rungs, validate_promote
+    from autoloss.evolution.rungs import RungError, parse_rungs, validate_promote
 
     try:
         parse_rungs(e.rungs)

@@ -11,8 +11,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from autoloss.evolution.work import screen_task
 from autoloss.expr.tree import Expr
-from autoloss.search.work import screen_task
 
 STAGES = ("generated", "valid", "unique", "cpv", "mos", "proxy")
 

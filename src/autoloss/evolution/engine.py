@@ -12,9 +12,9 @@ import random
 import statistics
 from dataclasses import asdict, dataclass, field
 
+from autoloss.evolution.variation import offspring
 from autoloss.expr.parse import parse
 from autoloss.expr.tree import Expr
-from autoloss.search.variation import offspring
 from autoloss.spaces.branches import Branch
 from autoloss.spaces.generate import TreeLimits, ramped_half_and_half
 from autoloss.spaces.named import NAMED

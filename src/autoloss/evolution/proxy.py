@@ -19,10 +19,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 from autoloss.errors import AutolossError
+from autoloss.evolution.config import SearchConfig
+from autoloss.evolution.work import proxy_task, trial_spec
 from autoloss.executors.base import TrialTimeout, stop_task
 from autoloss.runs.rundir import RunDir
-from autoloss.search.config import SearchConfig
-from autoloss.search.work import proxy_task, trial_spec
 from autoloss.tasks import Schedule
 
 EVALUATIONS = "evaluations.jsonl"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from autoloss.search.engine import DEFAULT
-from autoloss.search.proxy import ProxyRunner, ap_of
+from autoloss.evolution.engine import DEFAULT
+from autoloss.evolution.proxy import ProxyRunner, ap_of
 from autoloss.spaces.named import PUBLISHED, name_of
 from autoloss.stats import paired_comparison
 

@@ -20,14 +20,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from autoloss.evolution.config import SearchConfig, validate
+from autoloss.evolution.engine import DEFAULT, Evaluated, Evolution
+from autoloss.evolution.final import final_comparison
+from autoloss.evolution.funnel import pick_top_k, screen_generation
+from autoloss.evolution.proxy import FIX_HINT, ProxyBroken, ProxyRunner, ap_of, first_line
+from autoloss.evolution.rungs import held_out_seeds, ladder, promote_count
 from autoloss.executors import make_executor
 from autoloss.runs.rundir import RunDir
-from autoloss.search.config import SearchConfig, validate
-from autoloss.search.engine import DEFAULT, Evaluated, Evolution
-from autoloss.search.final import final_comparison
-from autoloss.search.funnel import pick_top_k, screen_generation
-from autoloss.search.proxy import FIX_HINT, ProxyBroken, ProxyRunner, ap_of, first_line
-from autoloss.search.rungs import held_out_seeds, ladder, promote_count
 from autoloss.spaces.branches import branch as get_branch
 from autoloss.spaces.generate import TreeLimits
 from autoloss.spaces.named import DEFAULTS, NAMED, name_of
@@ -122,7 +122,7 @@ class Search:
                 self._checkpoint(proxies)
         finally:
             executor.shutdown()
-        from autoloss.search.outputs import write_outputs
+        from autoloss.evolution.outputs import write_outputs
 
         write_outputs(self)
         return self.summary or {}

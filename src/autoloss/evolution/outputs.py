@@ -7,9 +7,9 @@ import io
 import json
 from typing import Any
 
+from autoloss.evolution.engine import DEFAULT
 from autoloss.loss import Loss
 from autoloss.runs.rundir import clean
-from autoloss.search.engine import DEFAULT
 from autoloss.spaces.named import label as short
 from autoloss.spaces.named import name_of
 from autoloss.stats import describe_gain

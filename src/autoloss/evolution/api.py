@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from autoloss.evolution.config import ConfigError, SearchConfig, budget_config, resolve_task, validate
+from autoloss.evolution.driver import Progress, Search
 from autoloss.runs.rundir import RunDir
-from autoloss.search.config import ConfigError, SearchConfig, budget_config, resolve_task, validate
-from autoloss.search.driver import Progress, Search
 from autoloss.tasks import name_of
 
 # What `resume` may change: how and where the work runs, never what is searched.
