@@ -217,3 +217,31 @@ def test_the_boundary_check_sees_a_lazy_import(tmp_path):
     path = tmp_path / "m.py"
     path.write_text("def f():\n    from autoloss.detection.runner import build_for\n")
     assert _imports(path) == ["autoloss.detection.runner"]
+
+
+# --- transfer and fidelity train through the same protocol -------------------------------------------
+def test_transfer_and_fidelity_train_a_users_task(tmp_path):
+    r = CliRunner().invoke(
+        cli,
+        [
+            "transfer", "--task", f"{ECHO}:make_task", "--cls-loss", "bce", "--detectors", "fcos",
+            "--data", "shapes", "--seeds", "1", "--iterations", "4", "--schedule", "1", "--no-named",
+            "--backend", "serial", "--out", str(tmp_path / "transfer"),
+        ],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    records = json.loads((tmp_path / "transfer" / "records.json").read_text())
+    assert {rec["label"] for rec in records} == {"default", "published", "found"}
+    for rec in records:
+        assert rec["metrics"]["AP"] == expected_ap(rec["cls"], rec["reg"], rec["seed"], 4)
+    r = CliRunner().invoke(
+        cli,
+        [
+            "fidelity", "--task", f"{ECHO}:make_task", "--proxy", "fcos:shapes:64:3", "--target",
+            "fcos:shapes:64:9", "--seeds", "1", "--backend", "serial", "--out", str(tmp_path / "fidelity"),
+        ],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "fidelity" / "fidelity.md").is_file()
+    cells = sorted(p.name for p in (tmp_path / "fidelity" / "tasks").iterdir())
+    assert cells and all(name.endswith("-echo_task.make_task") for name in cells)

@@ -99,10 +99,6 @@ class DetectionTask(ProxyTask):
     def default_length(self) -> tuple[int | None, int | None]:
         return self.experiment.train.iterations, self.experiment.train.epochs
 
-    def describe(self) -> str:
-        e = self.experiment
-        return f"{e.detector} {e.backbone} on {e.data or '(no data)'}"
-
     def check(self) -> None:
         e = self.experiment
         self.cls_branch  # noqa: B018 -- raises for an unknown detector

@@ -150,10 +150,6 @@ class ProxyTask(ABC):
         has no default, and the caller must give one."""
         return None, None
 
-    def describe(self) -> str:
-        """One line for progress displays and reports."""
-        return type(self).__name__
-
     def record(self, cls_loss: Any, reg_loss: Any, schedule: Schedule) -> dict[str, Any]:
         """What a result records about its trial (its `config`): the task's settings, losses and schedule."""
         return {
