@@ -1,12 +1,15 @@
 """Screening throughput (validity + CPV, and MOS) at 1 and 2 processes, and the funnel on random trees.
 
-    .venv/bin/python bench/screening.py [--trees 10000] [--seed 0] [--rounds 2] [--write]
+    .venv/bin/python bench/screening.py [--trees 10000] [--seed 0] [--rounds 2] [--mos-candidates 120]
+        [--mos-chunk 20] [--no-early-stop] [--write]
 
 1. Rejection counts per filter per branch on `--trees` random trees per branch (the search's own generator:
    ramped half-and-half, depth <= 6), every filter on.
 2. Candidates per second through validity + CPV on random trees (parse and compile included, as a search
    worker does it), and through MOS on candidates that reach it (CPV survivors and the named losses),
    with a pool of 1 and of 2 worker processes, interleaved round by round so machine noise hits both.
+   MOS candidates go to the workers `--mos-chunk` texts per call, as the search sends them: the survivors
+   of one call are simulated as one batch. `--no-early-stop` turns MOS early stopping off.
 3. The MOS scores of the named losses.
 
 `--write` appends the tables, with machine and date, to BENCHMARKS.md.
@@ -48,9 +51,16 @@ def _warm(branch: str) -> int:
     return os.getpid()
 
 
-def run_pool(pool: ProcessPoolExecutor, texts: list[str], branch: str, chunk: int, mos: bool) -> list[dict]:
+def run_pool(
+    pool: ProcessPoolExecutor,
+    texts: list[str],
+    branch: str,
+    chunk: int,
+    mos: bool,
+    config: dict | None = None,
+) -> list[dict]:
     futures = [
-        pool.submit(screen_texts, texts[i : i + chunk], branch, None, True, mos)
+        pool.submit(screen_texts, texts[i : i + chunk], branch, config, True, mos)
         for i in range(0, len(texts), chunk)
     ]
     out: list[dict] = []
@@ -88,8 +98,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--mos-candidates", type=int, default=120)
+    parser.add_argument("--mos-chunk", type=int, default=20, help="texts per worker call in the MOS rate")
+    parser.add_argument("--no-early-stop", action="store_true", help="MOS without early stopping")
     parser.add_argument("--write", action="store_true", help="append the results to BENCHMARKS.md")
     args = parser.parse_args()
+    mos_config = {"mos": {"stop_checkpoints": []}} if args.no_early_stop else None
     torch.set_num_threads(1)
     load_before = os.getloadavg()[0]
     ctx = get_context("spawn")
@@ -144,7 +157,7 @@ def main() -> None:
                 base = mos_pool[branch]
                 texts = [base[i % len(base)] for i in range(args.mos_candidates // 3)]
                 n += len(texts)
-                run_pool(pool, texts, branch, 5, mos=True)
+                run_pool(pool, texts, branch, args.mos_chunk, mos=True, config=mos_config)
             rates.setdefault(("mos", procs), []).append(n / (time.perf_counter() - start))
     for pool in pools.values():
         pool.shutdown()
@@ -170,7 +183,8 @@ def main() -> None:
             f">= 2,000 — {'met' if cpv2 >= 2000 else 'missed'}",
         ),
         row(
-            f"validity + dedup + CPV + MOS, {args.mos_candidates} candidates that reach MOS",
+            f"validity + dedup + CPV + MOS, {args.mos_candidates} candidates that reach MOS "
+            f"({args.mos_chunk} per call{', no early stop' if args.no_early_stop else ''})",
             f"{mos1:,.1f}",
             f"{mos2:,.1f}",
             f"{mos2 / mos1:.2f}",

@@ -12,11 +12,28 @@ simulation (ce, focal, giou: computed once per config and cached). The calibrati
 "Screening"): cls MOS separates bad from good but cannot rank CE-like losses, hence one shared seed and a
 relative threshold; reg MOS ranks well. A NaN or inf at any step rejects. Nothing random happens after
 the cached data set and initial weights are drawn, so the same loss always gets the same score.
+
+Batches: many candidates of one branch are simulated together. Their states are stacked along a leading
+candidate axis ([B, N, 4] deltas; [B, ...] MLP weights, multiplied with `baddbmm`); each candidate's own
+compiled loss runs on its slice, the per-candidate totals are summed, and one backward and one optimiser
+update serve them all. Every shared operation either acts elementwise or per slice (a batched matmul is one
+matmul per candidate), and the loss only ever sees its own slice, so a candidate's trajectory - and its score
+- is bit-identical alone (B = 1, the path `mos` and `simulate` take) and in any batch
+(tests/test_checks_mos_batch.py). A candidate that fails (non-finite value, a crash inside its loss) or is
+stopped early leaves the batch; the others never see it.
+
+Early stopping: at the checkpoints `stop_checkpoints` (fractions of the steps) a candidate's running score
+(reg: the mean IoU of its current boxes; cls: the test AP of its current weights) is compared with the
+baseline's at the same step; below `*_stop_ratio` x that, the simulation stops and the candidate is rejected.
+The ratios are far below the pass ratios (calibrated on the named losses and a panel of random survivors:
+no candidate that passes the full simulation is stopped), so stopping saves time without changing verdicts.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -33,36 +50,197 @@ from autoloss.spaces.named import DEFAULTS
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
 PRIOR_BIAS = -math.log(99.0)  # one-stage heads start their class logits at p = 0.01 (RetinaNet, FCOS)
 MAX_DW = math.log(1000.0 / 16)  # torchvision's clamp on decoded log-size deltas
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """One candidate's simulation: a score, or why there is none (non-finite, crashed, stopped early).
+
+    `checkpoints` holds the running score at each checkpoint step the candidate reached."""
+
+    score: float | None
+    failure: str | None = None
+    checkpoints: tuple[float, ...] = ()
+    stopped: bool = False
 
 
 def simulate(loss: Loss, config: MOSConfig) -> tuple[float | None, str | None]:
-    """(score, None), or (None, why) when the optimisation produced a non-finite number."""
+    """(score, None), or (None, why) when the optimisation produced a non-finite number. No early stop."""
+    sim = simulate_batch([loss], config)[0]
+    return sim.score, sim.failure
+
+
+def simulate_batch(
+    losses: Sequence[Loss], config: MOSConfig, stop: Simulation | None = None
+) -> list[Simulation]:
+    """Simulate losses of one branch together; with `stop` (the baseline's simulation), stop those clearly
+    below its running scores at the checkpoints.
+
+    A crash inside one candidate's loss is that candidate's failure ("crashed: ..."); an error outside the
+    candidates' own code propagates.
+    """
+    if not losses:
+        return []
+    branches = {loss.branch for loss in losses}
+    if len(branches) != 1:
+        raise ValueError(f"a MOS batch holds losses of one branch, got {', '.join(sorted(branches))}")
     with torch.enable_grad(), single_thread():
-        if loss.branch == "reg":
-            return _simulate_reg(loss, config)
-        return _simulate_cls(loss, config)
+        if losses[0].branch == "reg":
+            return _simulate_reg(list(losses), config, stop)
+        return _simulate_cls(list(losses), config, stop)
 
 
 def mos(loss: Loss, config: CheckConfig) -> tuple[bool, str, float | None]:
-    score, failure = simulate(loss, config.mos)
-    if failure is not None:
-        return False, failure, None
-    baseline = baseline_score(loss.branch, config.mos)
-    ratio = config.mos.reg_min_ratio if loss.branch == "reg" else config.mos.cls_min_ratio
-    what = "mean IoU" if loss.branch == "reg" else "AP"
-    name = DEFAULTS[loss.branch]
-    if score is None or score < ratio * baseline:
-        return False, f"{what} {score:.4f} is below {ratio:g} x {name}'s {baseline:.4f}", score
-    return True, f"{what} {score:.4f} ({score / baseline:.3f} x {name}'s {baseline:.4f})", score
+    return mos_batch([loss], config)[0]
+
+
+def mos_batch(losses: Sequence[Loss], config: CheckConfig) -> list[tuple[bool, str, float | None]]:
+    """(passed, reason, score) per loss, in order: losses of a branch are simulated `batch_size` at a time."""
+    out: list[tuple[bool, str, float | None]] = [(False, "", None)] * len(losses)
+    by_branch: dict[str, list[int]] = {}
+    for k, loss in enumerate(losses):
+        by_branch.setdefault(loss.branch, []).append(k)
+    size = config.mos.batch_size
+    for branch, indices in by_branch.items():
+        base = baseline(branch, config.mos)
+        stop = base if config.mos.stop_checkpoints else None
+        score = baseline_score(branch, config.mos)
+        for start in range(0, len(indices), size):
+            chunk = indices[start : start + size]
+            sims = _simulate_chunk([losses[k] for k in chunk], config.mos, stop)
+            for k, sim in zip(chunk, sims, strict=True):
+                out[k] = judge(branch, sim, score, config.mos)
+    return out
+
+
+def _simulate_chunk(losses: list[Loss], config: MOSConfig, stop: Simulation | None) -> list[Simulation]:
+    try:
+        return simulate_batch(losses, config, stop)
+    except Exception:
+        if len(losses) == 1:
+            raise
+    # Something failed outside any one candidate's forward (its backward, say): alone, each candidate's
+    # failure is its own, and alone gives the very same results as in the batch.
+    out = []
+    for loss in losses:
+        try:
+            out.extend(simulate_batch([loss], config, stop))
+        except Exception as exc:  # a bad candidate is a rejection, never a crash of the batch
+            out.append(Simulation(None, _crashed(exc)))
+    return out
+
+
+def judge(branch: str, sim: Simulation, base: float, config: MOSConfig) -> tuple[bool, str, float | None]:
+    """The MOS verdict on a simulation: its score against `min_ratio` x the baseline's score `base`."""
+    if sim.failure is not None or sim.score is None:
+        return False, sim.failure or "no score", None
+    score = sim.score
+    ratio = config.reg_min_ratio if branch == "reg" else config.cls_min_ratio
+    what, name = _what(branch), DEFAULTS[branch]
+    if score < ratio * base:
+        return False, f"{what} {score:.4f} is below {ratio:g} x {name}'s {base:.4f}", score
+    return True, f"{what} {score:.4f} ({score / base:.3f} x {name}'s {base:.4f})", score
+
+
+def stop_reason(
+    branch: str, step: int, steps: int, value: float, baseline: float, ratio: float
+) -> str | None:
+    """Why to stop a candidate whose running score at checkpoint `step` is `value` (the baseline's there:
+    `baseline`), or None to go on. NaN goes on: the next step's finiteness check names it as it always has."""
+    if not value < ratio * baseline:
+        return None
+    return (
+        f"stopped at step {step} of {steps}: {_what(branch)} {value:.4f} is below {ratio:g} x "
+        f"{DEFAULTS[branch]}'s {baseline:.4f} at that step"
+    )
+
+
+def checkpoint_steps(steps: int, fractions: Sequence[float]) -> tuple[int, ...]:
+    """The steps (0 < step < steps) at which running scores are taken, for the fractions of `steps`."""
+    return tuple(sorted({s for f in fractions if 0 < (s := round(f * steps)) < steps}))
 
 
 @lru_cache(maxsize=8)
+def baseline(branch: str, config: MOSConfig) -> Simulation:
+    """The branch default loss's full simulation under `config`, checkpoints included (once per config)."""
+    sim = simulate_batch([Loss.named(DEFAULTS[branch])], config)[0]
+    if sim.score is None:
+        raise RuntimeError(f"the {branch} baseline {DEFAULTS[branch]} failed its own MOS: {sim.failure}")
+    return sim
+
+
 def baseline_score(branch: str, config: MOSConfig) -> float:
     """The branch default loss's MOS score under `config` (once per process and config)."""
-    score, failure = simulate(Loss.named(DEFAULTS[branch]), config)
-    if score is None:
-        raise RuntimeError(f"the {branch} baseline {DEFAULTS[branch]} failed its own MOS: {failure}")
+    score = baseline(branch, config).score
+    assert score is not None
     return score
+
+
+def _what(branch: str) -> str:
+    return "mean IoU" if branch == "reg" else "AP"
+
+
+def _crashed(exc: Exception) -> str:
+    # The text `verdict.run_filter` gives any filter that raises: the same whether alone or batched.
+    return f"crashed: {type(exc).__name__}: {exc}"
+
+
+def _constant_failure(total: Tensor, leaves: list[Tensor]) -> str | None:
+    """A total that does not require grad: autograd refuses it, and that refusal has always been the
+    candidate's rejection ("crashed: RuntimeError: ..."); None if autograd accepts it after all."""
+    try:
+        torch.autograd.grad(total, leaves, allow_unused=True)
+    except Exception as exc:
+        return _crashed(exc)
+    return None
+
+
+class _Batch:
+    """Which candidate each row of the stacked state belongs to, and what has become of each candidate."""
+
+    def __init__(self, count: int, steps: int, config: MOSConfig, stop: Simulation | None):
+        self.rows = list(range(count))
+        self.done: list[Simulation | None] = [None] * count
+        self.values: list[list[float]] = [[] for _ in range(count)]
+        self.marks = checkpoint_steps(steps, config.stop_checkpoints)
+        self.steps = steps
+        self.stop = stop
+
+    def fail(self, row: int, why: str) -> None:
+        c = self.rows[row]
+        self.done[c] = Simulation(None, why, tuple(self.values[c]))
+
+    def finish(self, row: int, score: float) -> None:
+        c = self.rows[row]
+        self.done[c] = Simulation(score, None, tuple(self.values[c]))
+
+    def checkpoint(self, row: int, step: int, value: float, branch: str, ratio: float) -> bool:
+        """Record a running score; True (the candidate stopped) when it is clearly below the baseline's."""
+        c = self.rows[row]
+        self.values[c].append(value)
+        if self.stop is None:
+            return False
+        k = len(self.values[c]) - 1
+        if k >= len(self.stop.checkpoints):
+            return False
+        why = stop_reason(branch, step, self.steps, value, self.stop.checkpoints[k], ratio)
+        if why is None:
+            return False
+        self.done[c] = Simulation(None, why, tuple(self.values[c]), stopped=True)
+        return True
+
+    def keep(self, live: list[int], *states: Tensor) -> list[Tensor]:
+        """The states restricted to the rows in `live` (the order kept); the candidates map follows."""
+        if len(live) == len(self.rows):
+            return list(states)
+        self.rows = [self.rows[r] for r in live]
+        index = torch.tensor(live, dtype=torch.long)
+        return [s.detach().index_select(0, index) for s in states]
+
+    def results(self) -> list[Simulation]:
+        assert all(d is not None for d in self.done)
+        return [d for d in self.done if d is not None]
 
 
 @lru_cache(maxsize=8)
@@ -78,37 +256,116 @@ def _cls_targets(branch: str, config: MOSConfig) -> tuple[dict[str, Tensor], Ten
     return inputs, alpha, max(1.0, float(inputs["PY"].sum()))
 
 
-def _simulate_cls(loss: Loss, config: MOSConfig) -> tuple[float | None, str | None]:
+def _simulate_cls(losses: list[Loss], config: MOSConfig, stop: Simulation | None) -> list[Simulation]:
     p = cls_problem(config)
-    softmax = loss.branch == "cls-softmax"
-    targets, alpha, norm = _cls_targets(loss.branch, config)
-    w1, b1, w2, b2 = (t.clone() for t in p.init)
+    branch = losses[0].branch
+    softmax = branch == "cls-softmax"
+    targets, alpha, norm = _cls_targets(branch, config)
+    steps = config.cls_steps
+    batch = _Batch(len(losses), steps, config, stop)
+    w1, b1, w2, b2 = p.init
     if not softmax:  # K sigmoid outputs, no background column, started at the detectors' prior
-        w2, b2 = w2[:, 1:].clone(), torch.full_like(b2[1:], PRIOR_BIAS)
-    params = [t.requires_grad_(True) for t in (w1, b1, w2, b2)]
+        w2, b2 = w2[:, 1:], torch.full_like(b2[1:], PRIOR_BIAS)
+    b = len(losses)
+    # Biases as [B, 1, width] rows: baddbmm broadcasts them over the samples as addmm does a [width] bias.
+    params = [t.expand(b, *t.shape).clone() for t in (w1, b1[None], w2, b2[None])]
     velocity = [torch.zeros_like(t) for t in params]
-    for step in range(config.cls_steps):
-        logits = torch.addmm(params[3], torch.tanh(torch.addmm(params[1], p.train_x, params[0])), params[2])
-        out = torch.broadcast_to(
-            loss.fn(*({**targets, "X": logits}[n] for n in loss.inputs)),
-            logits.shape[:1] if softmax else logits.shape,
-        )
-        total = (out if alpha is None else out * alpha).sum() / norm
-        value = float(total.detach())
-        if not math.isfinite(value):
-            return None, f"non-finite loss ({value}) at training step {step} of {config.cls_steps}"
-        grads = torch.autograd.grad(total, params, allow_unused=True)
-        grads = [torch.zeros_like(t) if g is None else g for t, g in zip(params, grads, strict=True)]
+    n, f = p.train_x.shape
+    calls = []  # per candidate: its compiled loss and its arguments, X left to fill per step
+    for loss in losses:
+        names = loss.inputs
+        calls.append((loss.fn, [targets.get(name) for name in names], names.index("X")))
+    for step in range(steps):
+        for t in params:
+            t.requires_grad_(True)
+        hidden = torch.tanh(torch.baddbmm(params[1], p.train_x.expand(len(batch.rows), n, f), params[0]))
+        logits = torch.baddbmm(params[3], hidden, params[2])
+        shape = logits.shape[1:2] if softmax else logits.shape[1:]
+        rows, totals = [], []
+        for r, x in enumerate(logits.unbind(0)):
+            fn, args, at = calls[batch.rows[r]]
+            args[at] = x
+            try:
+                out = torch.broadcast_to(fn(*args), shape)
+                totals.append((out if alpha is None else out * alpha).sum() / norm)
+                rows.append(r)
+            except Exception as exc:  # one candidate's crash is its own rejection
+                batch.fail(r, _crashed(exc))
+            args[at] = None
+        values = torch.stack(totals).detach().tolist() if totals else []
+        live, live_totals = [], []
+        for r, total, value in zip(rows, totals, values, strict=True):
+            if not math.isfinite(value):
+                batch.fail(r, f"non-finite loss ({value}) at training step {step} of {steps}")
+            elif not total.requires_grad and (why := _constant_failure(total, params)) is not None:
+                batch.fail(r, why)
+            else:
+                live.append(r)
+                live_totals.append(total)
+        if step in batch.marks and live:
+            aps = _test_ap(params, live, p, softmax)
+            ratio = config.cls_stop_ratio
+            stopped = {
+                r for r, ap in zip(live, aps, strict=True) if batch.checkpoint(r, step, ap, branch, ratio)
+            }
+            live_totals = [t for r, t in zip(live, live_totals, strict=True) if r not in stopped]
+            live = [r for r in live if r not in stopped]
+        if not live:
+            batch.rows = []
+            return batch.results()
+        grads = [
+            torch.zeros_like(t) if g is None else g
+            for t, g in zip(params, _grads(live_totals, params), strict=True)
+        ]
         with torch.no_grad():  # SGD with momentum, as torch.optim.SGD (dampening 0), on all tensors at once
             torch._foreach_mul_(velocity, config.cls_momentum)
             torch._foreach_add_(velocity, grads)
             torch._foreach_add_(params, velocity, alpha=-config.cls_lr)
+        kept = batch.keep(live, *params, *velocity)
+        params, velocity = kept[:4], kept[4:]
     with torch.no_grad():
-        if not all(bool(t.isfinite().all()) for t in params):
-            return None, f"non-finite weights after {config.cls_steps} training steps"
-        logits = torch.tanh(p.test_x @ params[0] + params[1]) @ params[2] + params[3]
-        scores = torch.softmax(logits, dim=1)[:, 1:] if softmax else torch.sigmoid(logits)
-        return coco_style_ap(scores, p), None
+        finite = torch.stack([t.isfinite().flatten(1).all(1) for t in params]).all(0).tolist()
+        aps = _test_ap(params, list(range(len(batch.rows))), p, softmax)
+        for r, ok in enumerate(finite):
+            if ok:
+                batch.finish(r, aps[r])
+            else:
+                batch.fail(r, f"non-finite weights after {steps} training steps")
+    return batch.results()
+
+
+def _grads(totals: list[Tensor], leaves: list[Tensor]) -> tuple[Tensor | None, ...]:
+    total = torch.stack(totals).sum()
+    if not total.requires_grad:
+        return (None,) * len(leaves)
+    return torch.autograd.grad(total, leaves, allow_unused=True)
+
+
+def _reaches(total: Tensor, inputs: tuple[Tensor, ...]) -> bool:
+    """Whether the autograd graph of `total` leads back to any of `inputs` (the shared batched tensors
+    whose rows the candidates read): autograd's own test for a None gradient, for one candidate."""
+    targets = {t.grad_fn for t in inputs if t.grad_fn is not None}
+    stack, seen = [total.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        if node in targets:
+            return True
+        seen.add(node)
+        stack.extend(n for n, _ in node.next_functions)
+    return False
+
+
+def _test_ap(params: list[Tensor], rows: list[int], p: ClsProblem, softmax: bool) -> list[float]:
+    """The test-set AP of the candidates in `rows` with their current weights."""
+    with torch.no_grad():
+        w1, b1, w2, b2 = params if len(rows) == params[0].shape[0] else (t[rows] for t in params)
+        x = p.test_x.expand(len(rows), *p.test_x.shape)
+        # matmul, then the bias: the order the single-candidate formula has always used
+        logits = torch.bmm(torch.tanh(torch.bmm(x, w1) + b1), w2) + b2
+        scores = torch.softmax(logits, dim=2)[..., 1:] if softmax else torch.sigmoid(logits)
+        return batched_ap(scores, p)
 
 
 def coco_style_ap(scores: Tensor, p: ClsProblem) -> float:
@@ -131,45 +388,108 @@ def coco_style_ap(scores: Tensor, p: ClsProblem) -> float:
     return float(torch.stack(aps).mean()) if aps else 0.0
 
 
-def _simulate_reg(loss: Loss, config: MOSConfig) -> tuple[float | None, str | None]:
+def batched_ap(scores: Tensor, p: ClsProblem) -> list[float]:
+    """`coco_style_ap` of each candidate's scores [B, n, K] at once, value for value the same: every step
+    acts per candidate, class and threshold row, in the order the single-candidate formula takes."""
+    b, n, k = scores.shape
+    classes = torch.arange(1, k + 1)
+    positives = (p.test_labels[:, None] == classes).sum(0)  # [K], the same for every candidate
+    present = torch.nonzero(positives).squeeze(1)
+    if len(present) == 0:
+        return [0.0] * b
+    order = torch.argsort(scores.index_select(2, present), dim=1, descending=True, stable=True)
+    order = order.transpose(1, 2).contiguous()  # [B, K', n]
+    is_k = p.test_labels[order] == classes[present][None, :, None]
+    quality = p.test_quality[order]
+    thresholds = IOU_THRESHOLDS.to(DTYPE)[:, None]
+    hits = (is_k[:, :, None, :] & (quality[:, :, None, :] >= thresholds)).to(DTYPE).contiguous()  # [B,K',T,n]
+    precision = hits.cumsum(dim=3) / torch.arange(1, n + 1, dtype=DTYPE)
+    aps = (precision * hits).sum(dim=3) / positives[present][None, :, None].to(DTYPE)  # [B, K', T]
+    return aps.flatten(1).mean(dim=1).tolist()
+
+
+def _simulate_reg(losses: list[Loss], config: MOSConfig, stop: Simulation | None) -> list[Simulation]:
     prob = reg_problem(config)
-    deltas = torch.zeros_like(prob.anchors).requires_grad_(True)
+    steps = config.reg_steps
+    batch = _Batch(len(losses), steps, config, stop)
+    deltas = torch.zeros((len(losses), *prob.anchors.shape), dtype=DTYPE)
     m, v = torch.zeros_like(deltas), torch.zeros_like(deltas)
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
-    for step in range(config.reg_steps):
-        i, u, e = _box_inputs(prob, deltas)
-        args = {"I": i, "U": u, "E": e}
-        total = torch.broadcast_to(loss.fn(*(args[n] for n in loss.inputs)), i.shape).mean()
-        value = float(total.detach())
-        if not math.isfinite(value):
-            return None, f"non-finite loss ({value}) at optimisation step {step} of {config.reg_steps}"
-        (grad,) = torch.autograd.grad(total, deltas, allow_unused=True)
-        if grad is None:
-            break  # the loss does not depend on the boxes: nothing will ever move
+    (beta1, beta2), eps = ADAM_BETAS, ADAM_EPS
+    terms = {"I": 0, "U": 1, "E": 2}
+    calls = [(loss.fn, [terms[name] for name in loss.inputs]) for loss in losses]
+    for step in range(steps):
+        deltas.requires_grad_(True)
+        boxes = _box_inputs(prob, deltas)
+        per_row = list(zip(*(t.unbind(0) for t in boxes), strict=True))
+        rows, totals = [], []
+        for r, iue in enumerate(per_row):
+            fn, picks = calls[batch.rows[r]]
+            try:
+                out = fn(*(iue[j] for j in picks))
+                totals.append(torch.broadcast_to(out, iue[0].shape).mean())
+                rows.append(r)
+            except Exception as exc:  # one candidate's crash is its own rejection
+                batch.fail(r, _crashed(exc))
+        values = torch.stack(totals).detach().tolist() if totals else []
+        live, live_totals = [], []
+        for r, total, value in zip(rows, totals, values, strict=True):
+            if not math.isfinite(value):
+                batch.fail(r, f"non-finite loss ({value}) at optimisation step {step} of {steps}")
+                continue
+            if not total.requires_grad:
+                why = _constant_failure(total, [deltas])
+                if why is not None:
+                    batch.fail(r, why)
+                    continue
+            i, u, _ = per_row[r]
+            # A loss that does not depend on the boxes: nothing will ever move. Its graph is the same at
+            # every step (compiled losses are straight-line code), so step 0 tells.
+            if not total.requires_grad or (step == 0 and not _reaches(total, boxes)):
+                batch.finish(r, float((i.detach() / u.detach()).mean()))
+                continue
+            if step in batch.marks:
+                iou = float((i.detach() / u.detach()).mean())
+                if batch.checkpoint(r, step, iou, "reg", config.reg_stop_ratio):
+                    continue
+            live.append(r)
+            live_totals.append(total)
+        if not live:
+            batch.rows = []
+            return batch.results()
+        (grad,) = torch.autograd.grad(torch.stack(live_totals).sum(), deltas, allow_unused=True)
+        if grad is None:  # unreachable after the step-0 check, kept so that no loss can crash the batch
+            grad = torch.zeros_like(deltas)
         with torch.no_grad():  # Adam, as torch.optim.Adam with default betas
             m.lerp_(grad, 1 - beta1)
             v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             denom = (v / (1 - beta2 ** (step + 1))).sqrt_().add_(eps)
             deltas.addcdiv_(m, denom, value=-config.reg_lr / (1 - beta1 ** (step + 1)))
+        deltas, m, v = batch.keep(live, deltas, m, v)
     with torch.no_grad():
-        if not bool(deltas.isfinite().all()):
-            return None, f"non-finite box parameters after {config.reg_steps} steps"
+        deltas = deltas.detach()
+        finite = deltas.isfinite().flatten(1).all(1).tolist()
         i, u, _ = _box_inputs(prob, deltas)
-        return float((i / u).mean()), None
+        for r, ok in enumerate(finite):
+            if ok:
+                batch.finish(r, float((i[r] / u[r]).mean()))
+            else:
+                batch.fail(r, f"non-finite box parameters after {steps} steps")
+    return batch.results()
 
 
 def _box_inputs(prob: RegProblem, deltas: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """I, U + eps, E + eps of the decoded boxes (Faster R-CNN decoding of (dx, dy, dw, dh) on each start
-    box) against their targets; the x and y axes are computed together to keep the autograd graph short.
-    Equal to `probes.box_terms` on the decoded boxes."""
-    centre = prob.anchors[:, :2] + deltas[:, :2] * prob.anchors[:, 2:]
-    half = 0.5 * prob.anchors[:, 2:] * torch.exp(deltas[:, 2:].clamp(max=MAX_DW))
+    box) against their targets, for deltas [N, 4] or a batch [B, N, 4]; the x and y axes are computed
+    together to keep the autograd graph short. Equal to `probes.box_terms` on the decoded boxes."""
+    anchors = prob.anchors
+    centre = anchors[:, :2] + deltas[..., :2] * anchors[:, 2:]
+    half = 0.5 * anchors[:, 2:] * torch.exp(deltas[..., 2:].clamp(max=MAX_DW))
     lo, hi = centre - half, centre + half
     t_lo, t_hi = prob.targets[:, :2], prob.targets[:, 2:]
     overlap = (torch.minimum(hi, t_hi) - torch.maximum(lo, t_lo)).clamp(min=0)
-    inter = overlap[:, 0] * overlap[:, 1]
+    inter = overlap[..., 0] * overlap[..., 1]
     size = 2.0 * half
     t_size = t_hi - t_lo
-    union = size[:, 0] * size[:, 1] + t_size[:, 0] * t_size[:, 1] - inter
+    union = size[..., 0] * size[..., 1] + t_size[:, 0] * t_size[:, 1] - inter
     span = torch.maximum(hi, t_hi) - torch.minimum(lo, t_lo)
-    return inter, union + BOX_EPS, span[:, 0] * span[:, 1] + BOX_EPS
+    return inter, union + BOX_EPS, span[..., 0] * span[..., 1] + BOX_EPS
