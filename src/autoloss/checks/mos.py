@@ -374,18 +374,7 @@ def coco_style_ap(scores: Tensor, p: ClsProblem) -> float:
     A sample of class k is a true positive at threshold t if its quality >= t; otherwise a detection of it
     is a false positive, as a badly localised box is in COCO AP.
     """
-    aps = []
-    thresholds = IOU_THRESHOLDS.to(DTYPE)[:, None]
-    for k in range(scores.shape[1]):
-        order = torch.argsort(scores[:, k], descending=True, stable=True)
-        is_k = p.test_labels[order] == k + 1
-        positives = int(is_k.sum())
-        if positives == 0:
-            continue
-        hits = (is_k[None, :] & (p.test_quality[order][None, :] >= thresholds)).to(DTYPE)  # [T, n]
-        precision = hits.cumsum(dim=1) / torch.arange(1, hits.shape[1] + 1, dtype=DTYPE)
-        aps.append((precision * hits).sum(dim=1) / positives)
-    return float(torch.stack(aps).mean()) if aps else 0.0
+    return batched_ap(scores[None], p)[0]
 
 
 def batched_ap(scores: Tensor, p: ClsProblem) -> list[float]:

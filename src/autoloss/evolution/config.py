@@ -9,12 +9,11 @@ names the task and carries its settings as an opaque mapping, which the task's f
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from autoloss.errors import AutolossError
-from autoloss.tasks import DEFAULT_TASK, ProxyTask, TaskError, canonical_name, load_task
+from autoloss.tasks import DEFAULT_TASK, ProxyTask, TaskError, canonical_name, load_task, task_key
 
 # 2: rungs and promotion, held-out final seeds; 3: COCO-scale data, GPUs; 4: the proxy-task protocol (the
 # `proxy` section became `task`: a task name, the task's own settings, and the schedule).
@@ -284,7 +283,7 @@ _TASKS: dict[str, ProxyTask] = {}
 
 def cached_task(name: str, settings: dict[str, Any]) -> ProxyTask:
     """`load_task(name, settings)`, built once per distinct (name, settings) in this process."""
-    key = json.dumps([name, settings], sort_keys=True, default=str)
+    key = task_key(name, settings)
     if key not in _TASKS:
         _TASKS[key] = load_task(name, settings)
     return _TASKS[key]

@@ -8,13 +8,12 @@ retries the training once, as it would after a lost worker.
 
 from __future__ import annotations
 
-import json
 import time
 import traceback
 from typing import Any
 
 from autoloss.executors.base import OutOfMemory, trial
-from autoloss.tasks import ProxyTask, Schedule, load_task
+from autoloss.tasks import ProxyTask, Schedule, load_task, task_key
 
 # The task each worker trains, kept between trials: a task loads its data once, and a worker serves one
 # search (one task) at a time.
@@ -33,7 +32,7 @@ def trial_spec(task: str, settings: dict[str, Any], schedule: Schedule) -> dict[
 
 
 def _task_for(task: str, settings: dict[str, Any]) -> ProxyTask:
-    key = json.dumps([task, settings], sort_keys=True, default=str)
+    key = task_key(task, settings)
     if key not in _TASKS:
         _TASKS.clear()
         _TASKS[key] = load_task(task, settings)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import json
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -75,6 +76,11 @@ def load_task(name: str, settings: Mapping[str, Any] | None = None) -> ProxyTask
             f"--task {name}: the factory returned {type(task).__name__}, not an autoloss.tasks.ProxyTask"
         )
     return task
+
+
+def task_key(name: str, settings: Mapping[str, Any]) -> str:
+    """Equal for equal (name, settings): the key under which a process keeps a task it has built."""
+    return json.dumps([name, settings], sort_keys=True, default=str)
 
 
 def name_of(factory: Callable[..., Any]) -> str:
