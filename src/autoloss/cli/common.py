@@ -97,6 +97,14 @@ TRAINING_SETTINGS: list[tuple[str, dict[str, Any]]] = [
     ),
     ("--loader-workers", {"type": int, "default": None, "help": "Processes decoding images [0]."}),
     (
+        "--compile-loss",
+        {
+            "is_flag": True,
+            "default": None,
+            "help": "torch.compile the searched losses; pays only for long trainings.",
+        },
+    ),
+    (
         "--pretrained",
         {"default": None, "help": "torchvision ImageNet weights for resnet18/50: DEFAULT, IMAGENET1K_V1."},
     ),
@@ -109,7 +117,15 @@ TRAINING_SETTINGS: list[tuple[str, dict[str, Any]]] = [
         {"type": int, "default": None, "help": "Trainable ResNet stages (pretrained) [3]."},
     ),
 ]
-TRAIN_SECTION_SETTINGS = ("batch_size", "lr", "optimizer", "amp", "deterministic", "loader_workers")
+TRAIN_SECTION_SETTINGS = (
+    "batch_size",
+    "lr",
+    "optimizer",
+    "amp",
+    "deterministic",
+    "loader_workers",
+    "compile_loss",
+)
 
 
 def setting_name(option: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from autoloss.data_specs import is_generated
+from autoloss.detection.compiled_loss import compile_losses
 from autoloss.detection.data import DataSplit
 from autoloss.detection.detectors import CLS_BRANCH, Detector, _fork_and_seed
 from autoloss.detection.loss_spec import loss_text, resolve_loss
@@ -154,8 +155,11 @@ class DetectionTask(ProxyTask):
         ).to_dict()
 
     def build(self, cls_loss: Any, reg_loss: Any, seed: int) -> Detector:
-        cls = resolve_loss(cls_loss, self.cls_branch)
-        reg = resolve_loss(reg_loss, "reg")
+        cls, reg = compile_losses(
+            resolve_loss(cls_loss, self.cls_branch),
+            resolve_loss(reg_loss, "reg"),
+            self.experiment.train.compile_loss,
+        )
         data = self.data()
         if type(self).build_model is DetectionTask.build_model:
             return build_for(dataclasses.replace(self.experiment, seed=seed), data, cls, reg)

@@ -48,6 +48,9 @@ class TrainConfig:
     amp: str = "off"
     deterministic: bool = False  # torch.use_deterministic_algorithms + cuDNN determinism for the run
     loader_workers: int = 0  # processes decoding images for the loop (0: in the training process)
+    # torch.compile the searched losses the seam calls each step (detection/compiled_loss.py): seconds of
+    # compile per loss, so it pays only for long trainings; eager with a warning where it cannot compile.
+    compile_loss: bool = False
     eval_batch_size: int = 32
 
     def __post_init__(self) -> None:
@@ -84,6 +87,8 @@ def validate_train_config(cfg: TrainConfig) -> None:
         raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {cfg.amp!r}")
     if cfg.loader_workers < 0:
         raise ValueError(f"loader_workers must be >= 0, got {cfg.loader_workers}")
+    if not isinstance(cfg.compile_loss, bool):
+        raise ValueError(f"compile_loss must be true or false, got {cfg.compile_loss!r}")
 
 
 # How a training went: the proxy-task protocol's report, so a task returns it as it is.
