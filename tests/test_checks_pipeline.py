@@ -106,7 +106,7 @@ def test_screen_texts_is_plain_data_and_never_raises():
 def test_a_crash_inside_a_filter_is_a_rejection(monkeypatch):
     import autoloss.checks.pipeline as pipeline
 
-    def boom(loss, config):
+    def boom(loss, config, evaluation=None):
         raise RuntimeError("shape mismatch in candidate")
 
     monkeypatch.setattr(pipeline, "cpv_filter", boom)

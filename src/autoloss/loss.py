@@ -136,6 +136,16 @@ class Loss:
 
         return compile_expr(self.expr, self.inputs)
 
+    @cached_property
+    def probe_fn(self):
+        """The same function evaluated step by step, without compiling or rewriting: for callers that
+        evaluate a loss once or twice (the filters), where compiling would cost more than the calls.
+        It computes exactly what `compile_expr(expr, inputs, optimize=False)` does; the compiled `fn`
+        runs the rewritten tree, equal within float32 rounding (`autoloss.expr.rewrite`)."""
+        from autoloss.expr.codegen import evaluator
+
+        return evaluator(self.expr, self.inputs)
+
     def __call__(self, **inputs: Any) -> Any:
         br = branch(self.branch)
         missing = [n for n in br.inputs if n not in inputs and n in self.expr.inputs]

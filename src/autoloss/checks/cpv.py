@@ -1,9 +1,10 @@
 """Convergence property verification (CPV): does minimising the loss move the prediction the right way?
 
-Each branch stacks all of its probe cases — logit grids, box families — into one batch and makes one
-forward+backward per candidate (`cpv_cls`, `cpv_reg`); this module holds the shared tolerance rules and the
-dispatch. "Does not increase" always means "not by more than `rtol` of the case's largest |loss| plus
-`atol`": float32 rounding must not reject a loss, and a genuine rise is far larger than that.
+Each branch stacks all of its probe cases — logit grids, box families — into one grid (`cpv_cls`,
+`cpv_reg`), evaluated together with the validity probe in one forward+backward per candidate
+(`probe_batch`); this module holds the shared tolerance rules and the dispatch. "Does not increase"
+always means "not by more than `rtol` of the case's largest |loss| plus `atol`": float32 rounding must
+not reject a loss, and a genuine rise is far larger than that.
 """
 
 from __future__ import annotations
@@ -71,17 +72,24 @@ def faded(grad_end: Tensor, grad_grid: Tensor, config: CPVConfig) -> Tensor:
     return grad_end.abs() <= config.fade_ratio * peak + config.atol
 
 
-def cpv(loss: Loss, config: CheckConfig) -> tuple[bool, str, float | None]:
-    """(passed, reason, score) for the loss's branch; score is None (CPV is a yes/no filter)."""
-    from autoloss.checks import cpv_cls, cpv_reg
+def cpv(
+    loss: Loss, config: CheckConfig, evaluation: tuple[Tensor, Tensor] | None = None
+) -> tuple[bool, str, float | None]:
+    """(passed, reason, score) for the loss's branch; score is None (CPV is a yes/no filter).
+
+    `evaluation` is `probe_batch.evaluate(loss, config)`, when the caller already has it.
+    """
+    from autoloss.checks import cpv_cls, cpv_reg, probe_batch
 
     check = {
         "cls-softmax": cpv_cls.softmax_cpv,
         "cls-sigmoid": cpv_cls.sigmoid_cpv,
         "reg": cpv_reg.reg_cpv,
     }[loss.branch]
-    with torch.enable_grad():
-        reason, detail = check(loss, config.cpv)
+    if evaluation is None:
+        with torch.enable_grad():
+            evaluation = probe_batch.evaluate(loss, config)
+    reason, detail = check(probe_batch.cpv_part(evaluation, loss, config), config.cpv)
     if reason is not None:
         return False, reason, None
     return True, detail, None

@@ -1,4 +1,4 @@
-"""CPV for the classification branches: logit grids, one forward+backward per candidate.
+"""CPV for the classification branches: logit grids, judged on one forward+backward per candidate.
 
 cls-softmax (per RoI, K+1 classes, background = 0): for each true class c (foreground at several IoU
 qualities Z, background with Z = 1) and a few settings of the other logits, sweep x_c over
@@ -22,8 +22,7 @@ from torch import Tensor
 
 from autoloss.checks.config import CPVConfig
 from autoloss.checks.cpv import Grid, faded, first_flat, first_rise, tolerance
-from autoloss.checks.probes import DTYPE, Probe, forward_backward, sigmoid_inputs, softmax_inputs
-from autoloss.loss import Loss
+from autoloss.checks.probes import DTYPE, Probe, sigmoid_inputs, softmax_inputs
 
 _C = 4  # classes in the softmax grid: background + 3
 _SOFTMAX_CONTEXTS = ((0.0, 0.0, 0.0), (1.5, -1.0, 0.5), (4.0, -2.0, -2.0))  # the other logits
@@ -31,7 +30,7 @@ _SIGMOID_CONTEXTS = ((-4.0, -4.0), (1.0, -2.0))  # the row's other logits (negat
 
 
 @lru_cache(maxsize=8)
-def _softmax_grid(config: CPVConfig) -> tuple[Probe, tuple[str, ...], Tensor, Tensor]:
+def softmax_grid(config: CPVConfig) -> tuple[Probe, tuple[str, ...], Tensor, Tensor]:
     t = torch.linspace(-config.logit_span, config.logit_span, config.grid, dtype=DTYPE)
     sweep = torch.cat([t, torch.tensor([config.fade_logit], dtype=DTYPE)])
     labels = [(0, 1.0)] + [(c, z) for c in (1, 3) for z in config.fg_quality]
@@ -61,10 +60,11 @@ def _softmax_grid(config: CPVConfig) -> tuple[Probe, tuple[str, ...], Tensor, Te
     return probe, tuple(names), y, sweep
 
 
-def softmax_cpv(loss: Loss, config: CPVConfig) -> tuple[str | None, str]:
-    probe, names, labels, sweep = _softmax_grid(config)
+def softmax_cpv(evaluation: tuple[Tensor, Tensor], config: CPVConfig) -> tuple[str | None, str]:
+    """(reason or None, detail) from the loss's (values, gradients) on `softmax_grid(config)`'s probe."""
+    probe, names, labels, sweep = softmax_grid(config)
     cases, points = len(names), len(sweep)
-    values, grad = forward_backward(loss, probe)
+    values, grad = evaluation
     swept = cases * points
     v = values[:swept].view(cases, points)
     x = probe.pred[:swept]
@@ -112,7 +112,7 @@ def softmax_cpv(loss: Loss, config: CPVConfig) -> tuple[str | None, str]:
 
 
 @lru_cache(maxsize=8)
-def _sigmoid_grid(config: CPVConfig) -> tuple[Probe, tuple[str, ...], tuple[float, ...], int]:
+def sigmoid_grid(config: CPVConfig) -> tuple[Probe, tuple[str, ...], tuple[float, ...], int]:
     t = torch.linspace(-config.logit_span, config.logit_span, config.grid, dtype=DTYPE)
     qualities = (0.0, *config.soft_quality)  # Q = 0 is the negative
     xs, labels, qs, names = [], [], [], []
@@ -133,9 +133,10 @@ def _sigmoid_grid(config: CPVConfig) -> tuple[Probe, tuple[str, ...], tuple[floa
     return probe, tuple(names), qualities, len(t) + 1
 
 
-def sigmoid_cpv(loss: Loss, config: CPVConfig) -> tuple[str | None, str]:
-    probe, names, qualities, points = _sigmoid_grid(config)
-    values, grad = forward_backward(loss, probe)
+def sigmoid_cpv(evaluation: tuple[Tensor, Tensor], config: CPVConfig) -> tuple[str | None, str]:
+    """(reason or None, detail) from the loss's (values, gradients) on `sigmoid_grid(config)`'s probe."""
+    probe, names, qualities, points = sigmoid_grid(config)
+    values, grad = evaluation
     per_q = len(names) // len(qualities)
     # The detector sums the loss over a row's elements; Softmax may couple them, so judge the row sum.
     v = values.sum(dim=1).view(len(names), points)

@@ -20,8 +20,7 @@ from torch import Tensor
 
 from autoloss.checks.config import CPVConfig
 from autoloss.checks.cpv import Grid, first_flat, first_rise, tolerance
-from autoloss.checks.probes import DTYPE, Probe, box_terms, forward_backward
-from autoloss.loss import Loss
+from autoloss.checks.probes import DTYPE, Probe, box_terms
 
 _TARGETS = ((100.0, 100.0, 48.0, 48.0), (60.0, 150.0, 24.0, 72.0), (160.0, 80.0, 96.0, 40.0))
 # Each family maps s in [0, 1] (1 = the perfect box) to (dx, dy, width factor, height factor),
@@ -47,7 +46,7 @@ class RegGrid:
 
 
 @lru_cache(maxsize=8)
-def _reg_grid(config: CPVConfig) -> RegGrid:
+def reg_grid(config: CPVConfig) -> RegGrid:
     r = 1.0 - torch.linspace(0.0, 1.0, config.grid, dtype=DTYPE)  # distance from perfect: 1 -> 0
     preds, targets, names = [], [], []
     for scale in (1.0, config.scale_factor):
@@ -72,9 +71,10 @@ def _reg_grid(config: CPVConfig) -> RegGrid:
     )
 
 
-def reg_cpv(loss: Loss, config: CPVConfig) -> tuple[str | None, str]:
-    grid = _reg_grid(config)
-    values, grad = forward_backward(loss, grid.probe)
+def reg_cpv(evaluation: tuple[Tensor, Tensor], config: CPVConfig) -> tuple[str | None, str]:
+    """(reason or None, detail) from the loss's (values, gradients) on `reg_grid(config)`'s probe."""
+    grid = reg_grid(config)
+    values, grad = evaluation
     cases = len(grid.names)
     v = values.view(cases, -1)
     rising = grid.iou[:, 1:] > grid.iou[:, :-1] + 1e-6

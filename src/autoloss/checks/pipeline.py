@@ -73,7 +73,7 @@ def _screen_before_mos(
 
     stages = [("validity", check_validity), ("dedup", check_dedup)]
     if cpv:
-        stages.append(("cpv", lambda: cpv_filter(loss, config)))
+        stages.append(("cpv", lambda: cpv_filter(loss, config, evaluation[0])))
     # The search may call this under torch.no_grad(); the filters need autograd.
     with torch.enable_grad():
         for name, check in stages:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from autoloss.checks import probe_batch
 from autoloss.checks.config import CheckConfig
-from autoloss.checks.probes import Probe, forward_backward, validity_probe
+from autoloss.checks.probe_batch import Evaluation
+from autoloss.checks.probes import Probe
 from autoloss.loss import Loss
 from autoloss.spaces.branches import branch
-
-Evaluation = tuple[Tensor, Tensor]  # (values, gradient w.r.t. the prediction) on the validity probe
 
 
 def structural_reason(loss: Loss) -> str | None:
@@ -35,12 +35,13 @@ def structural_reason(loss: Loss) -> str | None:
 
 
 def validity(loss: Loss, config: CheckConfig) -> tuple[bool, str, float | None, Evaluation | None]:
-    """(passed, reason, score, evaluation); the evaluation is reused for the functional key."""
+    """(passed, reason, score, evaluation); the evaluation (`probe_batch.evaluate`, the whole stacked
+    batch) is reused for the functional key and CPV."""
     reason = structural_reason(loss)
     if reason is not None:
         return False, reason, None, None
-    probe = validity_probe(loss.branch, config.probe)
-    values, grad = forward_backward(loss, probe)
+    evaluation = probe_batch.evaluate(loss, config)
+    probe, (values, grad) = probe_batch.validity_part(evaluation, loss, config)
     reason = _finite_reason(values, grad, probe)
     if reason is not None:
         return False, reason, None, None
@@ -48,7 +49,7 @@ def validity(loss: Loss, config: CheckConfig) -> tuple[bool, str, float | None, 
         return False, "constant in the prediction: the gradient is zero on every probe row", None, None
     if probe.label_pairs is not None and _label_blind(grad, probe.label_pairs):
         return False, "blind to the label: changing the label never changes the gradient", None, None
-    return True, f"well-formed, finite in float32 on {probe.pred.shape[0]} probe rows", None, (values, grad)
+    return True, f"well-formed, finite in float32 on {probe.pred.shape[0]} probe rows", None, evaluation
 
 
 def _finite_reason(values: Tensor, grad: Tensor, probe: Probe) -> str | None:

@@ -6,6 +6,7 @@ error names the problem and the 1-based column.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection
 
@@ -13,25 +14,31 @@ from autoloss.errors import ExprError
 from autoloss.expr.tree import Expr
 from autoloss.ops import OPS
 
+# One pass over the text: each match is a token or, as the last alternative, the character that cannot
+# start one (the error names it). Leading whitespace is consumed by every alternative.
 _TOKEN = re.compile(
-    r"\s*(?:(?P<num>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>[(),]))"
+    r"\s*(?:(?P<num>[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|(?P<punct>[(),])|(?P<bad>\S))"
 )
 MAX_LENGTH = 100_000  # a guard against pathological input, far above any real loss
 
 
 def _tokenize(text: str) -> list[tuple[str, str, int]]:
     tokens: list[tuple[str, str, int]] = []
-    pos = 0
-    while pos < len(text):
-        if text[pos:].strip() == "":
+    for m in _TOKEN.finditer(text):
+        kind = m.lastgroup
+        if kind is None:  # trailing whitespace
             break
-        m = _TOKEN.match(text, pos)
-        if m is None or m.end() == pos:
-            col = pos + 1 + (len(text[pos:]) - len(text[pos:].lstrip()))
-            raise ExprError(f"unexpected character {text[col - 1]!r}", col, text)
-        kind = m.lastgroup or ""
-        tokens.append((kind, m.group(kind), m.start(kind) + 1))
-        pos = m.end()
+        if kind == "bad":
+            raise ExprError(f"unexpected character {m.group(kind)!r}", m.start(kind) + 1, text)
+        value = m.group(kind)
+        if kind == "num" and not math.isfinite(float(value)):
+            raise ExprError(
+                f"number {value} is out of range: it overflows a 64-bit float (largest about 1.8e308)",
+                m.start(kind) + 1,
+                text,
+            )
+        tokens.append((kind, value, m.start(kind) + 1))
     return tokens
 
 

@@ -9,10 +9,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 from autoloss.ops import OPS
+
+
+class cached_property:
+    """functools.cached_property without its per-instance lock (Python 3.11 takes one on every first
+    access): trees are immutable and built by the thousand per second in screening, where the lock cost
+    more than the computations it guarded."""
+
+    def __init__(self, func: Any):
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.func(obj)  # later reads find it in __dict__ directly
+        return value
 
 
 def _is_number(text: str) -> bool:
@@ -37,7 +53,7 @@ class Expr:
         return self._hash
 
     # --- what kind of node ------------------------------------------------------------------
-    @property
+    @cached_property
     def is_const(self) -> bool:
         return not self.args and _is_number(self.head)
 
