@@ -32,10 +32,11 @@ no candidate that passes the full simulation is stopped), so stopping saves time
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -271,6 +272,8 @@ def _simulate_cls(losses: list[Loss], config: MOSConfig, stop: Simulation | None
     params = [t.expand(b, *t.shape).clone() for t in (w1, b1[None], w2, b2[None])]
     velocity = [torch.zeros_like(t) for t in params]
     n, f = p.train_x.shape
+    shape = (n,) if softmax else (n, w2.shape[1])
+    seed = _cls_seed(shape, alpha, norm)
     calls = []  # per candidate: its compiled loss and its arguments, X left to fill per step
     for loss in losses:
         names = loss.inputs
@@ -280,43 +283,42 @@ def _simulate_cls(losses: list[Loss], config: MOSConfig, stop: Simulation | None
             t.requires_grad_(True)
         hidden = torch.tanh(torch.baddbmm(params[1], p.train_x.expand(len(batch.rows), n, f), params[0]))
         logits = torch.baddbmm(params[3], hidden, params[2])
-        shape = logits.shape[1:2] if softmax else logits.shape[1:]
-        rows, totals = [], []
+        rows, outs = [], []
         for r, x in enumerate(logits.unbind(0)):
             fn, args, at = calls[batch.rows[r]]
             args[at] = x
             try:
-                out = torch.broadcast_to(fn(*args), shape)
-                totals.append((out if alpha is None else out * alpha).sum() / norm)
+                outs.append(_broadcast(fn(*args), shape))
                 rows.append(r)
             except Exception as exc:  # one candidate's crash is its own rejection
                 batch.fail(r, _crashed(exc))
             args[at] = None
-        values = torch.stack(totals).detach().tolist() if totals else []
-        live, live_totals = [], []
-        for r, total, value in zip(rows, totals, values, strict=True):
+        values = _cls_values(outs, alpha, norm)
+        live, live_outs = [], []
+        for r, out, value in zip(rows, outs, values, strict=True):
             if not math.isfinite(value):
                 batch.fail(r, f"non-finite loss ({value}) at training step {step} of {steps}")
-            elif not total.requires_grad and (why := _constant_failure(total, params)) is not None:
+            elif (
+                not out.requires_grad
+                and (why := _constant_failure(_cls_total(out, alpha, norm), params)) is not None
+            ):
                 batch.fail(r, why)
             else:
                 live.append(r)
-                live_totals.append(total)
+                live_outs.append(out)
         if step in batch.marks and live:
             aps = _test_ap(params, live, p, softmax)
             ratio = config.cls_stop_ratio
             stopped = {
                 r for r, ap in zip(live, aps, strict=True) if batch.checkpoint(r, step, ap, branch, ratio)
             }
-            live_totals = [t for r, t in zip(live, live_totals, strict=True) if r not in stopped]
+            live_outs = [o for r, o in zip(live, live_outs, strict=True) if r not in stopped]
             live = [r for r in live if r not in stopped]
         if not live:
             batch.rows = []
             return batch.results()
-        grads = [
-            torch.zeros_like(t) if g is None else g
-            for t, g in zip(params, _grads(live_totals, params), strict=True)
-        ]
+        grads = _grads(live_outs, seed, lambda o: _cls_total(o, alpha, norm), params)
+        grads = [torch.zeros_like(t) if g is None else g for t, g in zip(params, grads, strict=True)]
         with torch.no_grad():  # SGD with momentum, as torch.optim.SGD (dampening 0), on all tensors at once
             torch._foreach_mul_(velocity, config.cls_momentum)
             torch._foreach_add_(velocity, grads)
@@ -334,11 +336,71 @@ def _simulate_cls(losses: list[Loss], config: MOSConfig, stop: Simulation | None
     return batch.results()
 
 
-def _grads(totals: list[Tensor], leaves: list[Tensor]) -> tuple[Tensor | None, ...]:
-    total = torch.stack(totals).sum()
-    if not total.requires_grad:
+# Each candidate's total is a fixed linear function of its loss values: (out * alpha).sum() / norm (cls) or
+# out.mean() (reg). Its gradient with respect to `out` is therefore a constant, the "seed": computed once
+# by autograd through that very formula, it is fed to all the candidates' `out`s in one backward, with the
+# bits autograd gave when each total was a node of the graph. The totals' values, needed only for the
+# finiteness check, come from one batched reduction outside the graph (each row reduced as alone).
+
+
+def _broadcast(out: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """`out` broadcast to `shape`, skipping the no-op expand (and its autograd node) when it already is."""
+    if isinstance(out, Tensor) and out.shape == shape:
+        return out
+    return torch.broadcast_to(out, shape)
+
+
+def _cls_total(out: Tensor, alpha: Tensor | None, norm: float) -> Tensor:
+    """One candidate's training loss: its loss values, alpha-weighted (sigmoid), summed, normalised."""
+    return (out if alpha is None else out * alpha).sum() / norm
+
+
+def _cls_seed(shape: tuple[int, ...], alpha: Tensor | None, norm: float) -> Tensor:
+    ones = torch.ones(shape, dtype=DTYPE, requires_grad=True)
+    (seed,) = torch.autograd.grad(_cls_total(ones, alpha, norm), ones)
+    return seed
+
+
+def _reg_seed(shape: tuple[int, ...]) -> Tensor:
+    ones = torch.ones(shape, dtype=DTYPE, requires_grad=True)
+    (seed,) = torch.autograd.grad(ones.mean(), ones)
+    return seed
+
+
+def _same_dtype(outs: list[Tensor]) -> bool:
+    return all(o.dtype == DTYPE for o in outs)
+
+
+def _cls_values(outs: list[Tensor], alpha: Tensor | None, norm: float) -> list[float]:
+    with torch.no_grad():
+        if not outs:
+            return []
+        if not _same_dtype(outs):  # a loss of another dtype (not one the compiler makes): one by one
+            return [float(_cls_total(o, alpha, norm)) for o in outs]
+        stacked = torch.stack(outs)
+        weighted = stacked if alpha is None else stacked * alpha
+        return (weighted.sum(dim=tuple(range(1, stacked.dim()))) / norm).tolist()
+
+
+def _reg_values(outs: list[Tensor]) -> list[float]:
+    with torch.no_grad():
+        if not outs:
+            return []
+        if not _same_dtype(outs):
+            return [float(o.mean()) for o in outs]
+        return torch.stack(outs).mean(dim=1).tolist()
+
+
+def _grads(
+    outs: list[Tensor], seed: Tensor, total: Callable[[Tensor], Tensor], leaves: list[Tensor]
+) -> tuple[Tensor | None, ...]:
+    """The gradient of the sum of the candidates' totals: `seed` is each `out`'s gradient; an `out` of
+    another dtype (not one the compiler makes) gets its `total` built in the graph, as it always had."""
+    roots = [o if o.dtype == seed.dtype else total(o) for o in outs if o.requires_grad]
+    if not roots:
         return (None,) * len(leaves)
-    return torch.autograd.grad(total, leaves, allow_unused=True)
+    seeds = [seed if r.dtype == seed.dtype and r.dim() else None for r in roots]
+    return torch.autograd.grad(roots, leaves, seeds, allow_unused=True)
 
 
 def _reaches(total: Tensor, inputs: tuple[Tensor, ...]) -> bool:
@@ -379,22 +441,56 @@ def coco_style_ap(scores: Tensor, p: ClsProblem) -> float:
 
 def batched_ap(scores: Tensor, p: ClsProblem) -> list[float]:
     """`coco_style_ap` of each candidate's scores [B, n, K] at once, value for value the same: every step
-    acts per candidate, class and threshold row, in the order the single-candidate formula takes."""
+    acts per candidate, class and threshold row, in the order the single-candidate formula takes.
+
+    Only a class's positives can be hits, so the precision is computed at their ranks alone and scattered
+    into zero rows of length n: the rows summed are exactly the formula's precision x hits rows (the
+    cumulative hit count at a positive's rank is the count among the positives ranked before it)."""
     b, n, k = scores.shape
     classes = torch.arange(1, k + 1)
-    positives = (p.test_labels[:, None] == classes).sum(0)  # [K], the same for every candidate
+    is_class = p.test_labels[:, None] == classes  # [n, K]
+    positives = is_class.sum(0)  # [K], the same for every candidate
     present = torch.nonzero(positives).squeeze(1)
     if len(present) == 0:
         return [0.0] * b
-    order = torch.argsort(scores.index_select(2, present), dim=1, descending=True, stable=True)
-    order = order.transpose(1, 2).contiguous()  # [B, K', n]
-    is_k = p.test_labels[order] == classes[present][None, :, None]
-    quality = p.test_quality[order]
+    order = descending_order(scores.index_select(2, present).transpose(1, 2))  # [B, K', n]
+    rank = torch.empty_like(order).scatter_(2, order, torch.arange(n).expand_as(order))
+    # Each present class's positives (sample indices), padded to the largest count with rank n (last).
+    members = is_class[:, present].T  # [K', n]
+    most = int(positives.max())
+    slot = torch.argsort(~members, dim=1, stable=True)[:, :most]  # the positives first, in sample order
+    valid = torch.gather(members, 1, slot)  # [K', P]
+    ranks = torch.where(valid, torch.gather(rank, 2, slot.expand(b, -1, -1)), n)
+    ranks = _sorted_ints(ranks)  # each row's positives in rank order, padding last
+    at = ranks.clamp(max=n - 1)
+    quality = p.test_quality[torch.gather(order, 2, at)]  # [B, K', P]
     thresholds = IOU_THRESHOLDS.to(DTYPE)[:, None]
-    hits = (is_k[:, :, None, :] & (quality[:, :, None, :] >= thresholds)).to(DTYPE).contiguous()  # [B,K',T,n]
-    precision = hits.cumsum(dim=3) / torch.arange(1, n + 1, dtype=DTYPE)
-    aps = (precision * hits).sum(dim=3) / positives[present][None, :, None].to(DTYPE)  # [B, K', T]
+    hits = ((ranks < n)[:, :, None, :] & (quality[:, :, None, :] >= thresholds)).to(DTYPE)  # [B, K', T, P]
+    precision = hits.cumsum(dim=3) / (ranks + 1).to(DTYPE)[:, :, None, :]
+    rows = torch.zeros((b, len(present), len(thresholds), n), dtype=DTYPE)
+    rows.scatter_add_(3, at[:, :, None, :].expand_as(hits), precision * hits)  # 0 + v is v; pads add 0
+    aps = rows.sum(dim=3) / positives[present][None, :, None].to(DTYPE)  # [B, K', T]
     return aps.flatten(1).mean(dim=1).tolist()
+
+
+def descending_order(scores: Tensor) -> Tensor:
+    """`torch.argsort(scores, dim=-1, descending=True, stable=True)`, the same indices, faster.
+
+    For finite, non-negative scores (probabilities) the float bits order like the values, so a key of
+    (bits reversed, index) is unique and sorts into exactly the stable descending order; numpy's integer
+    sort is several times faster than torch's stable float sort. Anything else takes torch's sort."""
+    scores = scores.contiguous()
+    n = scores.shape[-1]
+    if scores.numel() == 0 or n >= 2**31 or not bool((scores.isfinite() & (scores >= 0)).all()):
+        return torch.argsort(scores, dim=-1, descending=True, stable=True)
+    bits = (scores + 0.0).view(torch.int32).to(torch.int64)  # + 0.0 makes -0.0 the 0.0 it equals
+    keys = ((0x7F800000 - bits) << 32) | torch.arange(n)
+    return _sorted_ints(keys) & 0xFFFFFFFF
+
+
+def _sorted_ints(values: Tensor) -> Tensor:
+    """int64 values sorted along the last axis (values only: equal ones are interchangeable)."""
+    return torch.from_numpy(np.sort(values.numpy(), axis=-1))
 
 
 def _simulate_reg(losses: list[Loss], config: MOSConfig, stop: Simulation | None) -> list[Simulation]:
@@ -404,48 +500,50 @@ def _simulate_reg(losses: list[Loss], config: MOSConfig, stop: Simulation | None
     deltas = torch.zeros((len(losses), *prob.anchors.shape), dtype=DTYPE)
     m, v = torch.zeros_like(deltas), torch.zeros_like(deltas)
     (beta1, beta2), eps = ADAM_BETAS, ADAM_EPS
+    shape = (prob.anchors.shape[0],)
+    seed = _reg_seed(shape)
     terms = {"I": 0, "U": 1, "E": 2}
     calls = [(loss.fn, [terms[name] for name in loss.inputs]) for loss in losses]
     for step in range(steps):
         deltas.requires_grad_(True)
         boxes = _box_inputs(prob, deltas)
         per_row = list(zip(*(t.unbind(0) for t in boxes), strict=True))
-        rows, totals = [], []
+        rows, outs = [], []
         for r, iue in enumerate(per_row):
             fn, picks = calls[batch.rows[r]]
             try:
-                out = fn(*(iue[j] for j in picks))
-                totals.append(torch.broadcast_to(out, iue[0].shape).mean())
+                outs.append(_broadcast(fn(*(iue[j] for j in picks)), shape))
                 rows.append(r)
             except Exception as exc:  # one candidate's crash is its own rejection
                 batch.fail(r, _crashed(exc))
-        values = torch.stack(totals).detach().tolist() if totals else []
-        live, live_totals = [], []
-        for r, total, value in zip(rows, totals, values, strict=True):
+        values = _reg_values(outs)
+        ious: list[float] | None = None  # the mean IoU of each row's current boxes, when first needed
+        live, live_outs = [], []
+        for r, out, value in zip(rows, outs, values, strict=True):
             if not math.isfinite(value):
                 batch.fail(r, f"non-finite loss ({value}) at optimisation step {step} of {steps}")
                 continue
-            if not total.requires_grad:
-                why = _constant_failure(total, [deltas])
+            if not out.requires_grad:
+                why = _constant_failure(out.mean(), [deltas])
                 if why is not None:
                     batch.fail(r, why)
                     continue
-            i, u, _ = per_row[r]
             # A loss that does not depend on the boxes: nothing will ever move. Its graph is the same at
             # every step (compiled losses are straight-line code), so step 0 tells.
-            if not total.requires_grad or (step == 0 and not _reaches(total, boxes)):
-                batch.finish(r, float((i.detach() / u.detach()).mean()))
+            if not out.requires_grad or (step == 0 and not _reaches(out, boxes)):
+                ious = ious if ious is not None else _mean_ious(boxes)
+                batch.finish(r, ious[r])
                 continue
             if step in batch.marks:
-                iou = float((i.detach() / u.detach()).mean())
-                if batch.checkpoint(r, step, iou, "reg", config.reg_stop_ratio):
+                ious = ious if ious is not None else _mean_ious(boxes)
+                if batch.checkpoint(r, step, ious[r], "reg", config.reg_stop_ratio):
                     continue
             live.append(r)
-            live_totals.append(total)
+            live_outs.append(out)
         if not live:
             batch.rows = []
             return batch.results()
-        (grad,) = torch.autograd.grad(torch.stack(live_totals).sum(), deltas, allow_unused=True)
+        (grad,) = _grads(live_outs, seed, lambda o: o.mean(), [deltas])
         if grad is None:  # unreachable after the step-0 check, kept so that no loss can crash the batch
             grad = torch.zeros_like(deltas)
         with torch.no_grad():  # Adam, as torch.optim.Adam with default betas
@@ -457,13 +555,20 @@ def _simulate_reg(losses: list[Loss], config: MOSConfig, stop: Simulation | None
     with torch.no_grad():
         deltas = deltas.detach()
         finite = deltas.isfinite().flatten(1).all(1).tolist()
-        i, u, _ = _box_inputs(prob, deltas)
+        ious = _mean_ious(_box_inputs(prob, deltas))
         for r, ok in enumerate(finite):
             if ok:
-                batch.finish(r, float((i[r] / u[r]).mean()))
+                batch.finish(r, ious[r])
             else:
                 batch.fail(r, f"non-finite box parameters after {steps} steps")
     return batch.results()
+
+
+def _mean_ious(boxes: tuple[Tensor, Tensor, Tensor]) -> list[float]:
+    """Each row's mean IoU, I / (U + eps), reduced per row as a single candidate's."""
+    with torch.no_grad():
+        i, u, _ = boxes
+        return (i.detach() / u.detach()).mean(dim=1).tolist()
 
 
 def _box_inputs(prob: RegProblem, deltas: Tensor) -> tuple[Tensor, Tensor, Tensor]:
