@@ -62,7 +62,7 @@ def _positive(ctx, param, value):
     type=int,
     default=None,
     callback=_positive,
-    help="Candidates generated per generation [2000].",
+    help="Candidates generated per generation [10000].",
 )
 @click.option(
     "--top-k",

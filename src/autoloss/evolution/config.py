@@ -33,7 +33,7 @@ class ConfigError(AutolossError, ValueError):
 class EvolutionConfig:
     branch: str = "both"  # cls | reg | both
     generations: int = 2
-    offspring: int = 2000  # candidates generated per generation, before the filters
+    offspring: int = 10_000  # candidates generated per generation, before the filters (screening is cheap)
     top_k: int = 4  # best MOS scores per generation that get a proxy training
     parents: int = 4  # best proxy mAP that breed the next generation (elitism: best so far)
     max_depth: int = 6
