@@ -23,15 +23,18 @@ def _baseline(run: RunDir, seed: int) -> float | None:
 
 
 def stage_fidelity(run: RunDir) -> list[str]:
-    """How well each stage predicted the next, on the candidates this run trained: MOS score -> rung-0 mAP,
-    and rung r -> rung r+1 for the promoted (Kendall τ and Spearman ρ with bootstrap 95 % CIs)."""
+    """How well each stage predicted the next, on the candidates this run trained: MOS score -> rung-0 mAP
+    (per branch), and rung r -> rung r+1 for the promoted (Kendall τ and Spearman ρ with bootstrap 95 % CIs)."""
     from autoloss.fidelity.ranks import rank_agreement
 
     events = run.read("events.jsonl")
     pairs: dict[str, tuple[list[float], list[float]]] = {}
     for e in events:
         if e.get("stage") == "proxy" and e.get("mos_score") is not None and e.get("status") == "ok":
-            xs, ys = pairs.setdefault("MOS score -> rung 0 mAP", ([], []))
+            # Per branch: cls and reg MOS scores are on different scales, so a pooled ranking would
+            # mostly measure which branch a candidate belongs to.
+            name = f"MOS score -> rung 0 mAP ({e.get('branch', '?')})"
+            xs, ys = pairs.setdefault(name, ([], []))
             xs.append(float(e["mos_score"]))
             ys.append(float(e["ap"]))
         elif e.get("stage") == "promote" and e.get("from_score") is not None:
