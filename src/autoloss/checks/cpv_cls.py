@@ -60,18 +60,25 @@ def softmax_grid(config: CPVConfig) -> tuple[Probe, tuple[str, ...], Tensor, Ten
     return probe, tuple(names), y, sweep
 
 
+@lru_cache(maxsize=8)
+def _softmax_fixed(config: CPVConfig) -> tuple[Tensor, Tensor]:
+    """What depends on the grid alone, computed once: the true-class mask and p_c along each sweep."""
+    probe, names, labels, sweep = softmax_grid(config)
+    swept = len(names) * len(sweep)
+    hot = torch.nn.functional.one_hot(labels[:swept], _C).bool()
+    return hot, torch.softmax(probe.pred[:swept], dim=1)[hot].view(len(names), len(sweep))
+
+
 def softmax_cpv(evaluation: tuple[Tensor, Tensor], config: CPVConfig) -> tuple[str | None, str]:
     """(reason or None, detail) from the loss's (values, gradients) on `softmax_grid(config)`'s probe."""
-    probe, names, labels, sweep = softmax_grid(config)
+    _, names, labels, sweep = softmax_grid(config)
+    hot, p_c = _softmax_fixed(config)
     cases, points = len(names), len(sweep)
     values, grad = evaluation
     swept = cases * points
     v = values[:swept].view(cases, points)
-    x = probe.pred[:swept]
-    hot = torch.nn.functional.one_hot(labels[:swept], _C).bool()
     g_c = grad[:swept][hot].view(cases, points)
     g_other = grad[:swept].masked_fill(hot, 0.0)
-    p_c = torch.softmax(x, dim=1)[hot].view(cases, points)
     grid = Grid(v[:, :-1], sweep[:-1], names, "x_c")
     reason = first_rise(grid, config) or first_flat(grid, config)
     if reason is not None:
@@ -133,6 +140,15 @@ def sigmoid_grid(config: CPVConfig) -> tuple[Probe, tuple[str, ...], tuple[float
     return probe, tuple(names), qualities, len(t) + 1
 
 
+@lru_cache(maxsize=8)
+def _sigmoid_fixed(config: CPVConfig) -> tuple[Tensor, Tensor]:
+    """p along the sweep and where it is unsaturated: the grid's alone, computed once."""
+    probe, _, _, points = sigmoid_grid(config)
+    p = torch.sigmoid(probe.pred[: points - 1, 0])
+    lo, hi = config.unsaturated
+    return p, (p > lo) & (p < hi)
+
+
 def sigmoid_cpv(evaluation: tuple[Tensor, Tensor], config: CPVConfig) -> tuple[str | None, str]:
     """(reason or None, detail) from the loss's (values, gradients) on `sigmoid_grid(config)`'s probe."""
     probe, names, qualities, points = sigmoid_grid(config)
@@ -143,9 +159,7 @@ def sigmoid_cpv(evaluation: tuple[Tensor, Tensor], config: CPVConfig) -> tuple[s
     g = grad[:, 0].view(len(names), points)
     x = probe.pred[:points, 0]
     neg, pos = slice(0, per_q), slice(len(names) - per_q, len(names))  # Q = 0 and the largest Q (1.0)
-    lo, hi = config.unsaturated
-    p = torch.sigmoid(x[:-1])
-    live = (p > lo) & (p < hi)
+    p, live = _sigmoid_fixed(config)
     gtol = config.grad_rtol * g[:, :-1].abs().amax(dim=1, keepdim=True) + config.atol
     # A negative's loss read from x = +span down to -span must fall just as a positive's does upward.
     checks = (

@@ -71,13 +71,27 @@ def reg_grid(config: CPVConfig) -> RegGrid:
     )
 
 
+@lru_cache(maxsize=8)
+def _reg_fixed(config: CPVConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """What depends on the grid alone, computed once: where IoU rises along each family, IoU per row,
+    the overlapping rows and |d IoU / d box|."""
+    grid = reg_grid(config)
+    iou = grid.iou.reshape(-1)
+    return (
+        grid.iou[:, 1:] > grid.iou[:, :-1] + 1e-6,
+        iou,
+        (iou > 0) & (iou < 0.999),
+        grid.iou_grad.norm(dim=1),
+    )
+
+
 def reg_cpv(evaluation: tuple[Tensor, Tensor], config: CPVConfig) -> tuple[str | None, str]:
     """(reason or None, detail) from the loss's (values, gradients) on `reg_grid(config)`'s probe."""
     grid = reg_grid(config)
     values, grad = evaluation
     cases = len(grid.names)
     v = values.view(cases, -1)
-    rising = grid.iou[:, 1:] > grid.iou[:, :-1] + 1e-6
+    rising, iou, overlapping, iou_grad_norm = _reg_fixed(config)
     families = Grid(v, grid.iou, grid.names, "IoU")
     reason = first_rise(families, config, mask=rising) or first_flat(families, config)
     if reason is not None:
@@ -103,10 +117,8 @@ def reg_cpv(evaluation: tuple[Tensor, Tensor], config: CPVConfig) -> tuple[str |
             f"{float(perfect[k]):.4g} at IoU 1 ({grid.names[k * grid.groups].split(',')[0]})",
             "",
         )
-    iou = grid.iou.reshape(-1)
-    overlapping = (iou > 0) & (iou < 0.999)
     uphill = (grad * grid.iou_grad).sum(dim=1)  # < 0: a descent step raises IoU
-    size = grad.norm(dim=1) * grid.iou_grad.norm(dim=1)
+    size = grad.norm(dim=1) * iou_grad_norm
     wrong = overlapping & ~(uphill < -1e-4 * size)
     if bool(wrong.any()):
         row = int(wrong.nonzero()[0, 0])

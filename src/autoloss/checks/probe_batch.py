@@ -56,20 +56,36 @@ def probe_batch(branch: str, probe_config: ProbeConfig, cpv_config: CPVConfig) -
     return ProbeBatch(stacked, first, first.pred.shape[0])
 
 
+_BY_CONFIG: dict[tuple[str, int], tuple[CheckConfig, ProbeBatch]] = {}
+
+
+def _batch(branch: str, config: CheckConfig) -> ProbeBatch:
+    """`probe_batch` for this config object, looked up by identity: hashing the configs (every field, on
+    each of a candidate's several lookups) cost more than the lookups themselves."""
+    hit = _BY_CONFIG.get((branch, id(config)))
+    if hit is not None and hit[0] is config:
+        return hit[1]
+    batch = probe_batch(branch, config.probe, config.cpv)
+    if len(_BY_CONFIG) >= 32:
+        _BY_CONFIG.clear()
+    _BY_CONFIG[(branch, id(config))] = (config, batch)
+    return batch
+
+
 def evaluate(loss: Loss, config: CheckConfig) -> Evaluation:
     """The loss's values and gradients on the whole stacked batch."""
-    return forward_backward(loss, probe_batch(loss.branch, config.probe, config.cpv).probe)
+    return forward_backward(loss, _batch(loss.branch, config).probe)
 
 
 def validity_part(evaluation: Evaluation, loss: Loss, config: CheckConfig) -> tuple[Probe, Evaluation]:
     """The validity probe and its rows of `evaluation`."""
-    batch = probe_batch(loss.branch, config.probe, config.cpv)
+    batch = _batch(loss.branch, config)
     values, grad = evaluation
     return batch.validity, (values[: batch.split], grad[: batch.split])
 
 
 def cpv_part(evaluation: Evaluation, loss: Loss, config: CheckConfig) -> Evaluation:
     """The CPV grid's rows of `evaluation`."""
-    split = probe_batch(loss.branch, config.probe, config.cpv).split
+    split = _batch(loss.branch, config).split
     values, grad = evaluation
     return values[split:], grad[split:]

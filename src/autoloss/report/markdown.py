@@ -24,7 +24,8 @@ def _baseline(run: RunDir, seed: int) -> float | None:
 
 def stage_fidelity(run: RunDir) -> list[str]:
     """How well each stage predicted the next, on the candidates this run trained: MOS score -> rung-0 mAP
-    (per branch), and rung r -> rung r+1 for the promoted (Kendall τ and Spearman ρ with bootstrap 95 % CIs)."""
+    (per branch), and rung r -> rung r+1 for the promoted (Kendall τ and Spearman ρ with bootstrap 95 %
+    CIs)."""
     from autoloss.fidelity.ranks import rank_agreement
 
     events = run.read("events.jsonl")
