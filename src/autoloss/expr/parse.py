@@ -21,6 +21,14 @@ _TOKEN = re.compile(
     r"|(?P<punct>[(),])|(?P<bad>\S))"
 )
 MAX_LENGTH = 100_000  # a guard against pathological input, far above any real loss
+# Nesting and size limits: far above anything the search builds (depth <= 8, a few dozen nodes) or a person
+# writes, and low enough that every recursive pass over a tree (printing, shape rules, code generation)
+# stays well inside Python's recursion limit. Both can be changed per call (a depth much above ~220
+# meets that limit in the recursive passes).
+MAX_DEPTH = 150
+MAX_NODES = 20_000
+NOT_FINITE = {"nan", "inf", "infinity"}  # names float() would read as numbers that are not finite
+_SIGNED_NAME = re.compile(r"[+-]([A-Za-z]+)")
 
 
 def _tokenize(text: str) -> list[tuple[str, str, int]]:
@@ -30,6 +38,13 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
         if kind is None:  # trailing whitespace
             break
         if kind == "bad":
+            signed = _SIGNED_NAME.match(text, m.start(kind))
+            if signed is not None and signed.group(1).lower() in NOT_FINITE:
+                raise ExprError(
+                    f"{signed.group(0)!r} is not a finite number; constants must be finite",
+                    m.start(kind) + 1,
+                    text,
+                )
             raise ExprError(f"unexpected character {m.group(kind)!r}", m.start(kind) + 1, text)
         value = m.group(kind)
         if kind == "num" and not math.isfinite(float(value)):
@@ -47,10 +62,13 @@ def parse(
     inputs: Collection[str] | None = None,
     allowed_ops: Collection[str] | None = None,
     context: str = "",
+    max_depth: int = MAX_DEPTH,
+    max_nodes: int = MAX_NODES,
 ) -> Expr:
     """Parse `text`. With `inputs`/`allowed_ops`, names outside them are errors (with their column).
 
-    `context` (e.g. "branch reg") only words the error messages.
+    `context` (e.g. "branch reg") only words the error messages. An expression nested deeper than
+    `max_depth` levels or with more than `max_nodes` nodes is an error naming the column where it crossed.
     """
     if not isinstance(text, str):
         raise ExprError(f"expression must be text, got {type(text).__name__}")
@@ -61,6 +79,7 @@ def parse(
     tokens = _tokenize(text)
     where = f" for {context}" if context else ""
     pos = 0
+    nodes = 0
 
     def peek() -> tuple[str, str, int] | None:
         return tokens[pos] if pos < len(tokens) else None
@@ -78,13 +97,18 @@ def parse(
             raise ExprError(f"expected {value!r} after {after}, found {tok[1]!r}", tok[2], text)
         pos += 1
 
-    def parse_node() -> Expr:
-        nonlocal pos
+    def parse_node(depth: int) -> Expr:
+        nonlocal pos, nodes
         tok = peek()
         if tok is None:
             raise ExprError("unexpected end of expression", len(text) + 1, text)
         kind, value, col = tok
         pos += 1
+        nodes += 1
+        if depth > max_depth:
+            raise ExprError(f"expression is nested deeper than {max_depth} levels", col, text)
+        if nodes > max_nodes:
+            raise ExprError(f"expression has more than {max_nodes} nodes", col, text)
         if kind == "num":
             return Expr(value)
         if kind == "punct":
@@ -102,10 +126,10 @@ def parse(
                     text,
                 )
             pos += 1
-            args = [parse_node()]
+            args = [parse_node(depth + 1)]
             while (tok := peek()) is not None and tok[1] == ",":
                 pos += 1
-                args.append(parse_node())
+                args.append(parse_node(depth + 1))
             expect(")", f"the arguments of {value}")
             arity = OPS[value].arity
             if len(args) != arity:
@@ -115,11 +139,13 @@ def parse(
             return Expr(value, tuple(args))
         if value in OPS:
             raise ExprError(f"operator {value!r} needs arguments, e.g. {value}(X)", col, text)
+        if value.lower() in NOT_FINITE:
+            raise ExprError(f"{value!r} is not a finite number; constants must be finite", col, text)
         if inputs is not None and value not in inputs:
             raise ExprError(f"unknown input {value!r}{where}; inputs are {', '.join(inputs)}", col, text)
         return Expr(value)
 
-    tree = parse_node()
+    tree = parse_node(1)
     if pos != len(tokens):
         _, value, col = tokens[pos]
         if value == ")":
