@@ -175,7 +175,10 @@ def apply_rules(expr: Expr, rules: Iterable[Rule]) -> Expr:
             return hit
         out = node
         if node.args:
-            out = Expr(node.head, tuple(norm(a) for a in node.args))
+            args = tuple(norm(a) for a in node.args)
+            # An unchanged subtree is kept as it is: no new node, and its cached properties stay.
+            if any(new is not old for new, old in zip(args, node.args, strict=True)):
+                out = Expr(node.head, args)
             for rule in rules:
                 new = rule(out)
                 if new is not None:
@@ -189,7 +192,14 @@ def apply_rules(expr: Expr, rules: Iterable[Rule]) -> Expr:
 
 def emitted_ops(expr: Expr) -> int:
     """Operations the code generator emits for `expr`: one per distinct interior subtree."""
-    return len({node for _, node in expr.nodes() if node.args})
+    seen: set[Expr] = set()
+    stack = [expr]
+    while stack:  # distinct nodes only: a shared subtree is walked once (no paths, unlike Expr.nodes)
+        node = stack.pop()
+        if node.args and node not in seen:
+            seen.add(node)
+            stack.extend(node.args)
+    return len(seen)
 
 
 def rewrite(expr: Expr, rules: dict[str, Rule] | None = None) -> Expr:
