@@ -148,7 +148,14 @@ def _step_fn(head: str) -> Callable[..., Any]:
 def _validate(expr: Expr, inputs: Sequence[str]) -> None:
     """ExprError unless every node is a registry operator of the right arity, a known input or a finite
     constant (checked on the tree as written, before any rewrite)."""
-    for node in dict.fromkeys(node for _, node in expr.nodes()):
+    seen: set[Expr] = set()
+    stack = [expr]
+    while stack:  # each distinct node once (a shared subtree is checked once)
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.extend(reversed(node.args))  # pre-order: the first bad node in reading order is reported
         if node.is_const:
             if not math.isfinite(node.value):
                 raise ExprError(f"constant {node.head} is not finite")

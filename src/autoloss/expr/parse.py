@@ -77,17 +77,16 @@ def parse(
     if len(text) > MAX_LENGTH:
         raise ExprError(f"expression is {len(text)} characters long; the limit is {MAX_LENGTH}")
     tokens = _tokenize(text)
+    end = len(tokens)
+    tokens.append(("end", "", len(text) + 1))  # a sentinel: reading one past the last token is safe
     where = f" for {context}" if context else ""
     pos = 0
     nodes = 0
 
-    def peek() -> tuple[str, str, int] | None:
-        return tokens[pos] if pos < len(tokens) else None
-
     def expect(value: str, after: str) -> None:
         nonlocal pos
-        tok = peek()
-        if tok is None:
+        tok = tokens[pos]
+        if tok[0] == "end":
             raise ExprError(
                 f"unbalanced parentheses: expected {value!r} after {after} but the text ended",
                 len(text) + 1,
@@ -99,10 +98,9 @@ def parse(
 
     def parse_node(depth: int) -> Expr:
         nonlocal pos, nodes
-        tok = peek()
-        if tok is None:
-            raise ExprError("unexpected end of expression", len(text) + 1, text)
-        kind, value, col = tok
+        kind, value, col = tokens[pos]
+        if kind == "end":
+            raise ExprError("unexpected end of expression", col, text)
         pos += 1
         nodes += 1
         if depth > max_depth:
@@ -113,8 +111,7 @@ def parse(
             return Expr(value)
         if kind == "punct":
             raise ExprError(f"unexpected {value!r}", col, text)
-        following = peek()
-        if following is not None and following[1] == "(":
+        if tokens[pos][1] == "(":
             if value not in OPS:
                 raise ExprError(
                     f"unknown operator {value!r}; valid operators: {', '.join(sorted(OPS))}", col, text
@@ -127,7 +124,7 @@ def parse(
                 )
             pos += 1
             args = [parse_node(depth + 1)]
-            while (tok := peek()) is not None and tok[1] == ",":
+            while tokens[pos][1] == ",":
                 pos += 1
                 args.append(parse_node(depth + 1))
             expect(")", f"the arguments of {value}")
@@ -146,7 +143,7 @@ def parse(
         return Expr(value)
 
     tree = parse_node(1)
-    if pos != len(tokens):
+    if pos != end:
         _, value, col = tokens[pos]
         if value == ")":
             raise ExprError("unbalanced parentheses: unexpected ')'", col, text)
