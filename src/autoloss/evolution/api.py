@@ -9,7 +9,8 @@ from typing import Any
 
 from autoloss.evolution.config import ConfigError, SearchConfig, budget_config, resolve_task, validate
 from autoloss.evolution.driver import Progress, Search
-from autoloss.runs.rundir import RunDir
+from autoloss.runs.lock import RunLock
+from autoloss.runs.rundir import RunDir, RunDirError
 from autoloss.tasks import name_of
 
 # What `resume` may change: how and where the work runs, never what is searched.
@@ -65,8 +66,15 @@ def run_search(
     cfg = cfg or budget_config("default")
     preflight(cfg)
     cfg = resolve_task(cfg)
-    run = RunDir.create(out or default_run_dir(), cfg.to_dict(), overwrite=overwrite)
-    summary = Search(cfg, run, progress).run_all()
+    path = Path(out or default_run_dir())
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot create run directory {path}: {exc.strerror or exc}") from None
+    # Locked before `create` looks at it: an --overwrite must not delete a directory a search is writing.
+    with RunLock(path):
+        run = RunDir.create(path, cfg.to_dict(), overwrite=overwrite)
+        summary = Search(cfg, run, progress).run_all()
     return summary, run
 
 
@@ -86,7 +94,8 @@ def resume_search(
     cfg = cfg.replace(**overrides)
     validate(cfg)
     check_device(cfg)
-    summary = Search(cfg, run, progress).run_all()
+    with RunLock(run.path):  # a second resume, or the search itself still running, is refused at once
+        summary = Search(cfg, run, progress).run_all()
     return summary, run
 
 
