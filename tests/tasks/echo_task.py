@@ -18,6 +18,7 @@ def expected_ap(cls_loss: str, reg_loss: str, seed: int, iterations: int) -> flo
 class EchoTask(ProxyTask):
     def __init__(self, settings: Mapping[str, Any]):
         self.branch = settings.get("branch", "cls-sigmoid")
+        self.data = settings.get("data_file")  # optional: a file whose hash the run directory records
         if self.branch not in ("cls-sigmoid", "cls-softmax"):
             raise TaskError(f"echo task: branch must be cls-sigmoid or cls-softmax, got {self.branch!r}")
 
@@ -26,7 +27,10 @@ class EchoTask(ProxyTask):
         return self.branch
 
     def config(self) -> dict[str, Any]:
-        return {"branch": self.branch}
+        return {"branch": self.branch, **({"data_file": self.data} if self.data else {})}
+
+    def input_files(self) -> list[str]:
+        return [self.data] if self.data else []
 
     def build(self, cls_loss: str, reg_loss: str, seed: int) -> dict[str, Any]:
         if "Log(Neg(" in cls_loss:  # a stand-in for a loss that cannot be built into a model

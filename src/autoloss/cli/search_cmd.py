@@ -233,8 +233,13 @@ def search(**opts: Any) -> None:
 @click.option("--ray-address", default=None)
 @click.option("--device", default=None)
 @click.option("--quiet", is_flag=True, help="No live display.")
+@click.option(
+    "--allow-changed-data",
+    is_flag=True,
+    help="Resume although the data files changed since the run started (recorded in inputs.json).",
+)
 @fail_on_user_error
-def resume(run_dir: str, backend, workers, ray_address, device, quiet) -> None:
+def resume(run_dir: str, backend, workers, ray_address, device, quiet, allow_changed_data) -> None:
     """Continue a search that stopped or was killed; finished trainings are never recomputed.
 
     Only how the work runs may change (--backend, --workers, --ray-address, --device).
@@ -252,7 +257,13 @@ def resume(run_dir: str, backend, workers, ray_address, device, quiet) -> None:
         "task": {"device": device} if device else {},
     }
     cfg = SearchConfig.from_dict(RunDir.open(run_dir).config())
-    _run(lambda progress: resume_search(run_dir, overrides, progress=progress), cfg, quiet)
+    _run(
+        lambda progress: resume_search(
+            run_dir, overrides, progress=progress, allow_changed_data=allow_changed_data
+        ),
+        cfg,
+        quiet,
+    )
 
 
 def _run(start, cfg, quiet: bool) -> None:

@@ -100,6 +100,11 @@ class DetectionTask(ProxyTask):
     def default_length(self) -> tuple[int | None, int | None]:
         return self.experiment.train.iterations, self.experiment.train.epochs
 
+    def input_files(self) -> list[str]:
+        e = self.experiment
+        named = [e.data if not is_generated(e.data) else None, e.val_data, e.backbone_weights]
+        return [str(f) for f in named if f]
+
     def check(self) -> None:
         e = self.experiment
         self.cls_branch  # noqa: B018 -- raises for an unknown detector

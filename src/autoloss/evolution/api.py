@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 from autoloss.evolution.config import ConfigError, SearchConfig, budget_config, resolve_task, validate
 from autoloss.evolution.driver import Progress, Search
+from autoloss.runs import fingerprint
 from autoloss.runs.lock import RunLock
 from autoloss.runs.rundir import RunDir, RunDirError
 from autoloss.tasks import name_of
@@ -74,13 +76,20 @@ def run_search(
     # Locked before `create` looks at it: an --overwrite must not delete a directory a search is writing.
     with RunLock(path):
         run = RunDir.create(path, cfg.to_dict(), overwrite=overwrite)
+        run.write_text(fingerprint.INPUTS, _json(fingerprint.record(_inputs(cfg))))
         summary = Search(cfg, run, progress).run_all()
     return summary, run
 
 
 def resume_search(
-    path: str | Path, overrides: dict[str, dict[str, Any]] | None = None, progress: Progress | None = None
+    path: str | Path,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    progress: Progress | None = None,
+    *,
+    allow_changed_data: bool = False,
 ) -> tuple[dict[str, Any], RunDir]:
+    """Continue the run at `path`. Its input files must be as they were (`inputs.json`), unless
+    `allow_changed_data`, which records the change in the run directory."""
     run = RunDir.open(path)
     cfg = SearchConfig.from_dict(run.config())
     overrides = {k: v for k, v in (overrides or {}).items() if v}
@@ -95,8 +104,42 @@ def resume_search(
     validate(cfg)
     check_device(cfg)
     with RunLock(run.path):  # a second resume, or the search itself still running, is refused at once
+        _check_inputs(run, cfg, allow_changed_data)
         summary = Search(cfg, run, progress).run_all()
     return summary, run
+
+
+def _inputs(cfg: SearchConfig) -> dict[str, dict[str, Any]]:
+    return fingerprint.fingerprint(cfg.load_task().input_files())
+
+
+def _json(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=1) + "\n"
+
+
+def _check_inputs(run: RunDir, cfg: SearchConfig, allow_changed: bool) -> None:
+    """Refuse to resume against input files that changed since the run started (see runs/fingerprint)."""
+    now = _inputs(cfg)
+    path = run.path / fingerprint.INPUTS
+    if not path.is_file():  # a run from before fingerprints: record what it resumes with from now on
+        run.write_text(fingerprint.INPUTS, _json(fingerprint.record(now)))
+        return
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        recorded = previous["files"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RunDirError(f"{path} is not a valid inputs record ({exc})") from None
+    lines = fingerprint.changes(recorded, now)
+    if not lines:
+        return
+    if not allow_changed:
+        raise RunDirError(
+            f"the input files of {run.path} changed since the run started: {'; '.join(lines)}. Its cached "
+            "trainings were computed on the old data, so a resume would rank results from two datasets "
+            "against each other. Restore the files, start a new run, or pass --allow-changed-data to "
+            "resume anyway (the change is recorded in inputs.json)."
+        )
+    run.write_text(fingerprint.INPUTS, _json(fingerprint.accepted(previous, now, lines)))
 
 
 def search(

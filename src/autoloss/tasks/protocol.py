@@ -145,6 +145,11 @@ class ProxyTask(ABC):
         training starts. The default checks nothing."""
         return None
 
+    def input_files(self) -> list[str]:
+        """Files whose content decides the results (annotations, weights): a run directory records their
+        hashes, and a resume against changed ones is refused. The default names none."""
+        return []
+
     def default_length(self) -> tuple[int | None, int | None]:
         """(iterations, epochs) the task trains for when the caller gives no length; (None, None) where it
         has no default, and the caller must give one."""
