@@ -60,6 +60,8 @@ def flaky(experiment, cls_loss, reg_loss):
         marker.write_text(str(os.getpid()))
         if reg_loss == "die":
             os._exit(1)
+        if reg_loss == "sigkill":  # what the OOM killer does to a worker
+            os.kill(os.getpid(), signal.SIGKILL)
         if reg_loss == "oom":
             raise OutOfMemory("CUDA out of memory. Tried to allocate 2.00 GiB")
         raise RuntimeError("first call fails")
@@ -234,13 +236,13 @@ def test_a_trial_past_its_timeout_is_stopped_retried_once_and_recorded(process_e
     assert process_executor.submit(pow, 2, 2).result(timeout=60) == 4
 
 
-@pytest.mark.parametrize("fault", ["die", "oom", "raise"])
+@pytest.mark.parametrize("fault", ["die", "sigkill", "oom", "raise"])
 def test_a_fault_is_retried_once_on_a_fresh_worker(process_executor, tmp_path, fault):
     runner, run = _runner(tmp_path, process_executor, flaky)
     [result] = runner.evaluate([("x", fault, 3)])
     assert result["status"] == "ok" and result["seed"] == 3
     first_pid = int((tmp_path / f"x-{fault}").read_text())
-    if fault in ("die", "oom"):  # a lost or out-of-memory worker is replaced before the retry
+    if fault in ("die", "sigkill", "oom"):  # a lost or out-of-memory worker is replaced before the retry
         assert result["pid"] != first_pid
     assert len(_evaluations(run)) == 1
 
