@@ -27,6 +27,7 @@ from autoloss.evolution.funnel import pick_top_k, screen_generation
 from autoloss.evolution.proxy import FIX_HINT, ProxyBroken, ProxyRunner, ap_of, first_line
 from autoloss.evolution.rungs import held_out_seeds, ladder, promote_count
 from autoloss.executors import make_executor
+from autoloss.runs.failpoints import failpoint
 from autoloss.runs.rundir import RunDir
 from autoloss.spaces.branches import branch as get_branch
 from autoloss.spaces.generate import TreeLimits
@@ -119,6 +120,7 @@ class Search:
                 self.progress({"type": "unit", "unit": unit})
                 self._run_unit(unit, proxies, executor.submit)
                 self.completed.append(unit)
+                failpoint("unit-done")
                 self._checkpoint(proxies)
         finally:
             executor.shutdown()
@@ -245,6 +247,7 @@ class Search:
             if s["text"] not in chosen
         ]
         self.run.append(EVENTS, events)
+        failpoint("screened")
         counts = {**scr.counts, "proxy": len(top)}
         self.progress({"type": "screened", **base, "counts": counts, "seconds": screen_s})
 
@@ -354,6 +357,7 @@ class Search:
                 promoted.append(record)
                 events.append({**base, "stage": "promote", "anchor": e.anchor, **record})
             self.run.append(EVENTS, events)
+            failpoint("promoted")
             self.progress({"type": "promoted", **base, "rung": rung.index, "count": len(new)})
         return promoted
 
@@ -393,6 +397,7 @@ class Search:
         if not pairs or reason is not None:
             return
         by_pair = proxies.evaluate_pairs(pairs, top.seeds, top.multiplier)
+        failpoint("combine")
         self.combos = []
         for (c, r), runs in by_pair.items():
             aps = [ap_of(x) for x in runs]

@@ -13,6 +13,7 @@ from typing import Any
 
 from autoloss.evolution.engine import DEFAULT
 from autoloss.evolution.proxy import ProxyRunner, ap_of
+from autoloss.runs.failpoints import failpoint
 from autoloss.spaces.named import PUBLISHED, name_of
 from autoloss.stats import paired_comparison
 
@@ -48,6 +49,7 @@ def final_comparison(search: Any, proxies: ProxyRunner) -> dict[str, Any]:
     if ev.time_limit_s is not None and search.elapsed() >= ev.time_limit_s:
         seeds = seeds[:1]  # out of time: one held-out seed, and the table says it is too few
     by_pair = proxies.evaluate_pairs(list(configs.values()), seeds, top.multiplier)
+    failpoint("final")
     table: dict[str, dict[str, Any]] = {}
     for label, (c, r) in configs.items():
         runs = by_pair[(c, r)]

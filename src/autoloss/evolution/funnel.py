@@ -13,6 +13,7 @@ from typing import Any
 
 from autoloss.evolution.work import screen_task
 from autoloss.expr.tree import Expr
+from autoloss.runs.failpoints import failpoint
 
 STAGES = ("generated", "valid", "unique", "cpv", "mos", "proxy")
 
@@ -74,6 +75,7 @@ def screen_generation(
 
     # Phase 1: validity and the functional key (cheap), so duplicates in behaviour never reach CPV/MOS.
     first = _run_chunks(submit, fresh, branch, False, False, chunk)
+    failpoint("screening")
     out.seconds["validity"] = sum(r.get("seconds") or 0.0 for r in first)
     unique: list[str] = []
     keys: dict[str, str] = {}  # unique text -> its functional key

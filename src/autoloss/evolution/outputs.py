@@ -9,6 +9,7 @@ from typing import Any
 
 from autoloss.evolution.engine import DEFAULT
 from autoloss.loss import Loss
+from autoloss.runs.failpoints import failpoint
 from autoloss.runs.rundir import clean
 from autoloss.spaces.named import label as short
 from autoloss.spaces.named import name_of
@@ -119,6 +120,7 @@ def best_named_verdict(summary: dict[str, Any]) -> str | None:
 
 
 def write_outputs(search: Any) -> None:
+    failpoint("outputs")
     run = search.run
     rows = hall_of_fame(search)
     run.write_text("hall_of_fame.csv", _csv(rows, hall_fields(search)))

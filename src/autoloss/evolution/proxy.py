@@ -22,6 +22,7 @@ from autoloss.errors import AutolossError
 from autoloss.evolution.config import SearchConfig
 from autoloss.evolution.work import proxy_task, trial_spec
 from autoloss.executors.base import TrialTimeout, stop_task
+from autoloss.runs.failpoints import failpoint
 from autoloss.runs.rundir import RunDir
 from autoloss.tasks import Schedule
 
@@ -166,6 +167,7 @@ class ProxyRunner:
         record = {"id": key, "cls": c, "reg": r, "seed": s, "multiplier": multiplier, "result": result}
         if self.device != "cpu":
             record["device"] = self.device
+        failpoint("proxy-result")
         self.run.append(EVALUATIONS, [record])
         self.cache[key] = result
         if self.on_done is not None:

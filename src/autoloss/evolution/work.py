@@ -13,6 +13,7 @@ import traceback
 from typing import Any
 
 from autoloss.executors.base import OutOfMemory, trial
+from autoloss.runs.failpoints import failpoint
 from autoloss.tasks import ProxyTask, Schedule, load_task, task_key
 
 # The task each worker trains, kept between trials: a task loads its data once, and a worker serves one
@@ -57,6 +58,7 @@ def proxy_task(spec: dict[str, Any], cls_loss: str, reg_loss: str) -> dict[str, 
     try:
         task = _task_for(spec["task"], spec["settings"])
         out = task.run(cls_loss, reg_loss, Schedule.from_dict(spec["schedule"])).to_dict()
+        failpoint("proxy-training")  # trained, the result not yet sent back
     except Exception as exc:
         if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError, without importing torch
             raise _out_of_memory(str(exc)) from exc

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from autoloss.report.plots import STAGES, plot_funnel, plot_map, plot_time
+from autoloss.runs.failpoints import failpoint
 from autoloss.runs.rundir import RunDir
 
 
@@ -166,5 +167,6 @@ def write_report(path: str | Path, top: int = 5) -> Path:
             "![time](time_per_stage.png)",
             "",
         ]
+    failpoint("report")
     out = run.write_text("report.md", "\n".join(lines) + "\n")
     return out

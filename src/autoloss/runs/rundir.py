@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from autoloss.errors import AutolossError
+from autoloss.runs.failpoints import failpoint
 
 CHECKPOINT_VERSION = 2  # 2: rung histories in the engines
 LOCK_NAME = ".lock"  # runs/lock.py: the one process writing this directory
@@ -55,6 +56,7 @@ def _atomic_write(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())  # the data is on disk before the rename makes it the file
+        failpoint(f"write:{path.name}")
         os.replace(tmp, path)
     except OSError as exc:
         try:
