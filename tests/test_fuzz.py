@@ -111,3 +111,17 @@ def test_the_limits_are_far_above_what_the_search_builds_and_can_be_raised():
     assert parse("Neg(" * 199 + "X" + ")" * 199, max_depth=200).depth == 200
     with pytest.raises(ExprError, match="more than 10 nodes"):
         parse("Add(Add(Add(X,X),Add(X,X)),Add(Add(X,X),Add(X,X)))", max_nodes=10)
+
+
+def test_the_pointer_of_a_long_text_is_a_window_around_the_column():
+    from autoloss.expr.parse import parse
+
+    text = "Neg(" * 3000 + "X" + ")" * 3000
+    with pytest.raises(ExprError) as info:
+        parse(text)
+    line, caret = info.value.pointer().splitlines()
+    assert len(line) < 80 and line.startswith("  …") and line.endswith("…")
+    # The caret stands under the token the error names: the 151st Neg opens at column 601.
+    assert line[caret.index("^") :].startswith("Neg(")
+    short = ExprError("x", 3, "Add(")
+    assert short.pointer() == "  Add(\n    ^"
