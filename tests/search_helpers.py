@@ -9,6 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+# The stand-in proxy task (tests/tasks/echo_task.py), by the file path a search's --task takes; its module
+# importable as `echo_task` for the tests that use its helpers.
+ECHO = str(Path(__file__).resolve().parent / "tasks" / "echo_task.py")
+if str(Path(ECHO).parent) not in sys.path:
+    sys.path.insert(0, str(Path(ECHO).parent))
+
 
 def kill_search_after(args: list[str], out: Path, finished: int, timeout_s: float = 300) -> int:
     """Start `autoloss search <args> --out OUT --quiet`; once `finished` proxy trainings are recorded (or

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 import autoloss
-
-ROOT = Path(__file__).resolve().parent.parent
-ECHO = str(ROOT / "tests" / "tasks" / "echo_task.py")
-sys.path.insert(0, str(ROOT / "tests" / "tasks"))
+from search_helpers import ECHO
 
 SEARCH = {
     "evolution": {

@@ -29,9 +29,8 @@ from autoloss.evolution.api import resume_search
 from autoloss.report import write_report
 from autoloss.runs.failpoints import ENV, ONCE_ENV, POINTS
 from autoloss.runs.rundir import RunDirWarning
+from search_helpers import ECHO
 
-ROOT = Path(__file__).resolve().parent.parent
-ECHO = str(ROOT / "tests" / "tasks" / "echo_task.py")
 # A tiny search with every unit: baseline, one generation per branch with a promotion, combine, final.
 SEARCH = [
     *("--task", f"{ECHO}:make_task", "--budget", "smoke", "--branch", "both", "--generations", "1"),

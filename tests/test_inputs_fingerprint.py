@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,7 @@ from autoloss.evolution.api import resume_search
 from autoloss.runs.fingerprint import changes, fingerprint
 from autoloss.runs.rundir import RunDirError
 from autoloss.tasks import load_task
-
-ROOT = Path(__file__).resolve().parent.parent
-ECHO = str(ROOT / "tests" / "tasks" / "echo_task.py")
-sys.path.insert(0, str(ROOT / "tests" / "tasks"))
+from search_helpers import ECHO
 
 TINY = {"evolution": {"branch": "cls", "generations": 1, "offspring": 60, "top_k": 1, "parents": 1}}
 

@@ -23,9 +23,8 @@ from autoloss.evolution.api import resume_search, run_search
 from autoloss.evolution.config import budget_config
 from autoloss.runs.lock import LOCK_NAME, RunDirBusy, RunLock
 from autoloss.runs.rundir import RunDir, RunDirError, RunDirWarning
+from search_helpers import ECHO
 
-ROOT = Path(__file__).resolve().parents[1]
-ECHO = str(ROOT / "tests" / "tasks" / "echo_task.py")
 JOURNAL = "evaluations.jsonl"
 
 
