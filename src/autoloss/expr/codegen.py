@@ -43,37 +43,49 @@ def generate_source(
     _validate(expr, inputs)
     if optimize:
         expr = rewrite(expr, rules)
-    lines: list[str] = []
-    names: dict[Expr, str] = {}
     # Constant-only subtrees must still produce tensors (torch.log(2.0) fails on a float), so a constant
     # that no input-dependent operand accompanies is made a 0-d tensor on the inputs' dtype and device.
     ref = inputs[0]
+    names: dict[Expr, str] = {}
 
-    def emit(node: Expr) -> str:
-        if node in names:
-            return names[node]
-        if node.is_const:
-            return repr(node.value)
-        if node.is_input:
-            return node.head
+    def operand(arg: Expr, parent: Expr) -> str:
+        if arg.is_const:
+            return repr(arg.value) if parent.inputs else f"{ref}.new_tensor({arg.value!r})"
+        return arg.head if arg.is_input else names[arg]
+
+    lines: list[str] = []
+    for k, node in enumerate(operator_order(expr)):
         op = OPS.get(node.head) or FUSED[node.head]
-        args = [emit(a) for a in node.args]
-        if not node.inputs:
-            args = [f"{ref}.new_tensor({a})" if a[0].isdigit() or a[0] == "-" else a for a in args]
-        var = f"_v{len(names)}"
-        lines.append(f"    {var} = {op.source.format(*args)}")
-        names[node] = var
-        return var
-
-    result = emit(expr)
+        names[node] = f"_v{k}"
+        lines.append(f"    _v{k} = {op.source.format(*(operand(a, node) for a in node.args))}")
     if expr.is_const:
-        result = f"{ref}.new_tensor({result})"
+        result = f"{ref}.new_tensor({expr.value!r})"
+    else:
+        result = expr.head if expr.is_input else names[expr]
     body = "\n".join(lines)
     return (
         f"def {name}({', '.join(inputs)}):\n{body}\n    return {result}\n"
         if body
         else (f"def {name}({', '.join(inputs)}):\n    return {result}\n")
     )
+
+
+def operator_order(expr: Expr) -> list[Expr]:
+    """The distinct operator nodes of `expr`, operands first: the steps the generated code and
+    `evaluator` compute, one per distinct subtree, in the same order."""
+    order: list[Expr] = []
+    seen: set[Expr] = set()
+
+    def visit(node: Expr) -> None:
+        if node in seen or not node.args:
+            return
+        for a in node.args:
+            visit(a)
+        seen.add(node)
+        order.append(node)
+
+    visit(expr)
+    return order
 
 
 def evaluator(expr: Expr, inputs: Sequence[str], optimize: bool = False) -> Callable[..., Any]:
@@ -86,18 +98,7 @@ def evaluator(expr: Expr, inputs: Sequence[str], optimize: bool = False) -> Call
     if expr.is_const:
         value = expr.value
         return lambda *args: args[0].new_tensor(value)
-    order: list[Expr] = []  # distinct operator nodes, operands first (the generated code's order)
-    seen: set[Expr] = set()
-
-    def visit(node: Expr) -> None:
-        if node in seen or not node.args:
-            return
-        for a in node.args:
-            visit(a)
-        seen.add(node)
-        order.append(node)
-
-    visit(expr)
+    order = operator_order(expr)
     # Slots: the inputs, the constants used as plain floats, the constants a constant-only node needs as
     # 0-d tensors (the generated code's `ref.new_tensor(c)`), then each step's output.
     plain = list(dict.fromkeys(repr(a.value) for n in order if n.inputs for a in n.args if a.is_const))
