@@ -11,10 +11,9 @@ from autoloss.checks.mos import (
     ADAM_BETAS,
     ADAM_EPS,
     IOU_THRESHOLDS,
-    _cls_seed,
     _cls_total,
     _grads,
-    _reg_seed,
+    _seed,
     batched_ap,
     descending_order,
 )
@@ -100,7 +99,7 @@ def test_the_seed_gives_the_gradient_of_the_totals_in_the_graph(alpha):
     def total(o):
         return _cls_total(o, weights, norm)
 
-    seed = _cls_seed(shape, weights, norm)
+    seed = _seed(shape, lambda o: _cls_total(o, weights, norm))
     outs = outputs()
     want = torch.autograd.grad(torch.stack([total(o) for o in outs]).sum(), [w, unused], allow_unused=True)
     got = _grads(outputs(), seed, total, [w, unused])
@@ -117,7 +116,7 @@ def test_the_reg_seed_is_the_gradient_of_the_mean():
     d = torch.randn(2, 13, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
     outs = [torch.exp(d[0]) / 3.0, d[1] * d[1]]
     want = torch.autograd.grad(torch.stack([o.mean() for o in outs]).sum(), d, retain_graph=True)[0]
-    assert torch.equal(_grads(outs, _reg_seed((13,)), lambda o: o.mean(), [d])[0], want)
+    assert torch.equal(_grads(outs, _seed((13,), lambda o: o.mean()), lambda o: o.mean(), [d])[0], want)
 
 
 def test_the_momentum_update_is_torch_optim_sgds():

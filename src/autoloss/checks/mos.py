@@ -31,6 +31,7 @@ no candidate that passes the full simulation is stopped), so stopping saves time
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -273,7 +274,8 @@ def _simulate_cls(losses: list[Loss], config: MOSConfig, stop: Simulation | None
     velocity = [torch.zeros_like(t) for t in params]
     n, f = p.train_x.shape
     shape = (n,) if softmax else (n, w2.shape[1])
-    seed = _cls_seed(shape, alpha, norm)
+    total = functools.partial(_cls_total, alpha=alpha, norm=norm)
+    seed = _seed(shape, total)
     calls = []  # per candidate: its compiled loss and its arguments, X left to fill per step
     for loss in losses:
         names = loss.inputs
@@ -317,7 +319,7 @@ def _simulate_cls(losses: list[Loss], config: MOSConfig, stop: Simulation | None
         if not live:
             batch.rows = []
             return batch.results()
-        grads = _grads(live_outs, seed, lambda o: _cls_total(o, alpha, norm), params)
+        grads = _grads(live_outs, seed, total, params)
         grads = [torch.zeros_like(t) if g is None else g for t, g in zip(params, grads, strict=True)]
         with torch.no_grad():  # SGD with momentum, as torch.optim.SGD (dampening 0), on all tensors at once
             torch._foreach_mul_(velocity, config.cls_momentum)
@@ -355,15 +357,10 @@ def _cls_total(out: Tensor, alpha: Tensor | None, norm: float) -> Tensor:
     return (out if alpha is None else out * alpha).sum() / norm
 
 
-def _cls_seed(shape: tuple[int, ...], alpha: Tensor | None, norm: float) -> Tensor:
+def _seed(shape: tuple[int, ...], total: Callable[[Tensor], Tensor]) -> Tensor:
+    """d total(out) / d out, by autograd through the very formula (see above)."""
     ones = torch.ones(shape, dtype=DTYPE, requires_grad=True)
-    (seed,) = torch.autograd.grad(_cls_total(ones, alpha, norm), ones)
-    return seed
-
-
-def _reg_seed(shape: tuple[int, ...]) -> Tensor:
-    ones = torch.ones(shape, dtype=DTYPE, requires_grad=True)
-    (seed,) = torch.autograd.grad(ones.mean(), ones)
+    (seed,) = torch.autograd.grad(total(ones), ones)
     return seed
 
 
@@ -501,7 +498,7 @@ def _simulate_reg(losses: list[Loss], config: MOSConfig, stop: Simulation | None
     m, v = torch.zeros_like(deltas), torch.zeros_like(deltas)
     (beta1, beta2), eps = ADAM_BETAS, ADAM_EPS
     shape = (prob.anchors.shape[0],)
-    seed = _reg_seed(shape)
+    seed = _seed(shape, Tensor.mean)
     terms = {"I": 0, "U": 1, "E": 2}
     calls = [(loss.fn, [terms[name] for name in loss.inputs]) for loss in losses]
     for step in range(steps):
@@ -543,7 +540,7 @@ def _simulate_reg(losses: list[Loss], config: MOSConfig, stop: Simulation | None
         if not live:
             batch.rows = []
             return batch.results()
-        (grad,) = _grads(live_outs, seed, lambda o: o.mean(), [deltas])
+        (grad,) = _grads(live_outs, seed, Tensor.mean, [deltas])
         if grad is None:  # unreachable after the step-0 check, kept so that no loss can crash the batch
             grad = torch.zeros_like(deltas)
         with torch.no_grad():  # Adam, as torch.optim.Adam with default betas
