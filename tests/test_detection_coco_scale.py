@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from autoloss.detection.coco_eval import coco_ground_truth, coco_map, detections_to_coco
-from autoloss.detection.coco_images import ImageCache
+from autoloss.detection.coco_images import CocoImages, ImageCache
+from autoloss.detection.coco_json import read_coco_json
 from autoloss.detection.coco_write import write_coco
-from autoloss.detection.data import DatasetError, letterbox
+from autoloss.detection.data import DataReport, DatasetError, Resize, letterbox
 from autoloss.detection.datasets import load_dataset
 from autoloss.detection.loader import train_loader
 from autoloss.detection.shapes import generate_shapes
@@ -47,12 +48,16 @@ def _load_two(tmp_path: Path, train: Path, val: Path, **settings):
 def test_two_file_layout_loads_each_file_from_its_own_folder(tmp_path):
     train, val = _two_files(tmp_path)
     data = _load_two(tmp_path, train, val, image_size=64)
-    assert (len(data.train), len(data.val)) == (12, 6)
-    assert data.val.image_ids == list(range(1000, 1006))
-    # the first val image, letterboxed, is what the file holds
+    # the second file is test; search-val is carved from the training file (a quarter of its 12 images)
+    assert (len(data.train), len(data.val), len(data.test)) == (9, 3, 6)
+    assert data.test.image_ids == list(range(1000, 1006))
+    assert set(data.val.image_ids) < set(range(12)) and not set(data.val.image_ids) & set(
+        data.train.image_ids
+    )
+    # the first test image, letterboxed, is what the file holds
     with Image.open(tmp_path / "val" / "0001000.png") as image:
         expected, _ = letterbox(image, 64)
-    assert np.array_equal(data.val.image(0), expected)
+    assert np.array_equal(data.test.image(0), expected)
     assert data.train.images[[0, 1]].shape == (2, 64, 64, 3)
 
 
@@ -78,7 +83,7 @@ def test_train_subset_is_seeded_ordered_and_leaves_val_alone(tmp_path):
     assert a.train.image_ids != c.train.image_ids
     assert a.train.image_ids == sorted(a.train.image_ids)
     assert set(a.train.image_ids) <= set(full.train.image_ids)
-    assert a.val.image_ids == full.val.image_ids
+    assert a.val.image_ids == full.val.image_ids and a.test.image_ids == full.test.image_ids
     with pytest.raises(ValueError, match="train subset"):
         _load_two(tmp_path, train, val, image_size=64, train_subset=0)
 
@@ -102,8 +107,9 @@ def test_keep_aspect_resizes_short_side_and_scales_boxes(tmp_path):
     train, val = _two_files(tmp_path, 6, 2)
     data = _load_two(tmp_path, train, val, resize="keep-aspect", min_size=80, max_size=120)
     raw = json.loads(train.read_text())
+    by_id = {info["id"]: info for info in raw["images"]}
     for i in range(len(data.train)):
-        info = raw["images"][i]
+        info = by_id[data.train.image_ids[i]]  # search-val was carved out: look images up by id
         w, h = info["width"], info["height"]
         scale = min(80 / min(w, h), 120 / max(w, h))
         pixels = data.train.image(i)
@@ -170,8 +176,7 @@ def test_evaluation_equals_pycocotools_on_the_original_annotations(tmp_path):
     from pycocotools.cocoeval import COCOeval
 
     path = _crowd_fixture(tmp_path)
-    data = load_dataset(str(path), resize="keep-aspect", min_size=64, max_size=100)
-    val = data.val
+    val, _ = _val_images(path, Resize("keep-aspect", min_size=64, max_size=100))
     assert val.image_ids == [1, 2, 3]
     rng = np.random.default_rng(0)
     # detections in original pixels: near misses of every object, one on the crowd region, one stray
@@ -217,7 +222,15 @@ def test_evaluation_equals_pycocotools_on_the_original_annotations(tmp_path):
 
 def test_crowd_regions_are_not_training_targets(tmp_path):
     path = _crowd_fixture(tmp_path)
-    data = load_dataset(str(path), image_size=64)
-    assert data.report.annotations_crowd == 1
-    assert [len(b) for b in data.val.boxes] == [2, 2, 1]
-    assert "crowd" not in data.report.summary()  # counted, but not a problem to warn about
+    val, report = _val_images(path, Resize("letterbox", size=64))
+    assert report.annotations_crowd == 1
+    assert [len(b) for b in val.boxes] == [2, 2, 1]
+    assert "crowd" not in report.summary()  # counted, but not a problem to warn about
+
+
+def _val_images(path: Path, resize: Resize) -> tuple[CocoImages, DataReport]:
+    """The fixture's images marked "val", read as a split (too few images for the loader's three splits)."""
+    report = DataReport()
+    source = read_coco_json(path, report)
+    picked = [i for i, image in enumerate(source.images) if image.split == "val"]
+    return CocoImages(source, picked, path.parent, resize, report), report

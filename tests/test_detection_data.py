@@ -65,7 +65,7 @@ def test_shapes_dense_has_more_smaller_objects_and_is_deterministic():
 
 def test_shapes_rejects_bad_arguments():
     with pytest.raises(ValueError, match="split"):
-        generate_shapes("test", 3)
+        generate_shapes("holdout", 3)
     with pytest.raises(ValueError, match="image_size"):
         load_dataset("shapes", image_size=16)
     with pytest.raises(ValueError, match="--images"):
@@ -78,7 +78,9 @@ def test_bccd_uses_its_split_field():
         warnings.simplefilter("error")  # a clean dataset must not warn
         data = load_dataset(str(BCCD), image_size=128)
     assert data.class_names == ("RBC", "WBC", "Platelets")
-    assert (len(data.train), len(data.val)) == (205, 87)  # the upstream split; test images stay unused
+    # the upstream split: both evaluation splits have >= 40 images
+    assert (len(data.train), len(data.val), len(data.test)) == (205, 87, 72)
+    assert data.method == "upstream train/val/test"
     assert data.train.images.shape[1:] == (128, 128, 3)
     boxes = np.concatenate(data.train.boxes)
     assert boxes.max() <= 128 and boxes[:, 3].max() <= 96 + 1e-3  # 640x480 letterboxed: content is 128x96
@@ -89,14 +91,20 @@ def test_microcontrollers_gets_a_seeded_split():
     a = load_dataset(str(MICRO), image_size=128, seed=0)
     b = load_dataset(str(MICRO), image_size=128, seed=0)
     c = load_dataset(str(MICRO), image_size=128, seed=1)
-    assert len(a.class_names) == 4 and len(a.train) + len(a.val) == 149 and len(a.val) == 30
-    assert np.array_equal(a.val.images, b.val.images)
+    # upstream 142 train / 7 test: too few to evaluate on, so all 149 are re-split, 37 + 37 held out
+    assert len(a.class_names) == 4 and (len(a.train), len(a.val), len(a.test)) == (75, 37, 37)
+    assert "re-split, seed 0" in a.method and "142/0/7" in a.method
+    assert np.array_equal(a.val.images, b.val.images) and a.test.paths == b.test.paths
     assert not np.array_equal(a.val.images, c.val.images)
+    assert not set(a.train.paths) & (set(a.val.paths) | set(a.test.paths))
 
 
 def _write_coco(tmp_path: Path, images, annotations, categories, n_files: int = 3, mode: str = "RGB") -> Path:
     for i in range(n_files):
-        Image.new(mode, (80, 40), 128).save(tmp_path / f"img{i}.png")
+        # a shade per file: the same bytes in two splits would be a duplicate-image error
+        Image.new(mode, (80, 40), 128 + i if mode == "L" else (128, 128, 128 + i)).save(
+            tmp_path / f"img{i}.png"
+        )
     path = tmp_path / "ann.json"
     path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
     return path
@@ -131,31 +139,35 @@ def test_coco_bad_items_are_skipped_counted_and_warned_once(tmp_path):
     assert (report.images_missing, report.boxes_dropped, report.boxes_clipped) == (1, 3, 1)
     assert report.annotations_orphaned == 1
     assert data.class_names == ("a", "b")
-    assert len(data.train) == 2 and len(data.val) == 1  # img7 has no file
-    assert data.train.labels[0].tolist() == [1, 2]
+    # img7 has no file; the other three are re-split one per split (no test split, too few images)
+    assert (len(data.train), len(data.val), len(data.test)) == (1, 1, 1)
+    by_id = {
+        split.image_ids[0]: (split.boxes[0], split.labels[0]) for split in (data.train, data.val, data.test)
+    }
+    assert by_id[0][1].tolist() == [1, 2]
     scale = 64 / 80
-    np.testing.assert_allclose(data.train.boxes[0][1], np.array([70, 30, 80, 40]) * scale)
-    assert len(data.train.boxes[1]) == 0 and len(data.val.boxes[0]) == 0  # kept as negatives
+    np.testing.assert_allclose(by_id[0][0][1], np.array([70, 30, 80, 40]) * scale)
+    assert len(by_id[1][0]) == 0 and len(by_id[2][0]) == 0  # kept as negatives
 
 
 def test_coco_grayscale_and_rgba_become_rgb(tmp_path):
     path = _write_coco(
-        tmp_path, [_img(0), _img(1)], [_ann(1, 0, 1, [1, 1, 9, 9])], [{"id": 1, "name": "x"}], 2, "L"
+        tmp_path, [_img(0), _img(1), _img(2)], [_ann(1, 0, 1, [1, 1, 9, 9])], [{"id": 1, "name": "x"}], 3, "L"
     )
     Image.new("RGBA", (80, 40), (255, 0, 0, 0)).save(tmp_path / "img1.png")  # fully transparent
-    data = load_dataset(str(path), image_size=64, seed=0, val_fraction=0.5)
-    both = np.concatenate([data.train.images, data.val.images])
+    data = load_dataset(str(path), image_size=64, seed=0)
+    both = np.concatenate([data.train.images, data.val.images, data.test.images])
     assert both.shape[-1] == 3 and both.dtype == np.uint8
     # a transparent pixel shows the pad colour, not black
     assert any((img[0, 0] == (124, 116, 104)).all() for img in both)
 
 
 def test_coco_unreadable_image_is_skipped(tmp_path):
-    path = _write_coco(tmp_path, [_img(0), _img(1), _img(2)], [], [{"id": 1, "name": "x"}])
+    path = _write_coco(tmp_path, [_img(i) for i in range(4)], [], [{"id": 1, "name": "x"}], 4)
     (tmp_path / "img1.png").write_bytes(b"not a png")
     with pytest.warns(DataWarning, match="images unreadable: 1"):
-        data = load_dataset(str(path), image_size=64, val_fraction=0.34)
-    assert len(data.train) + len(data.val) == 2
+        data = load_dataset(str(path), image_size=64)
+    assert len(data.train) + len(data.val) + len(data.test) == 3
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ def test_parse_task_reads_detector_data_size_iterations(tmp_path):
     [
         ("fcos:shapes:128", "DETECTOR:DATA:SIZE:ITERATIONS"),
         ("yolo:shapes:128:10", "unknown detector"),
-        ("fcos:missing.json:128:10", "neither 'shapes' nor an existing"),
+        ("fcos:missing.json:128:10", "neither a dataset name .* nor an existing"),
         ("fcos:shapes:100:10", "multiple of 32"),
         ("fcos:shapes:big:10", "must be integers"),
         ("fcos:shapes:128:0", "iterations must be positive"),

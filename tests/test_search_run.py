@@ -199,7 +199,7 @@ def test_a_proxy_that_always_diverges_does_not_stop_the_search(tmp_path):
         (["--top-k", "50", "--offspring", "10"], "--top-k (50) cannot exceed --offspring (10)"),
         (["--generations", "-1"], "must be positive"),
         (["--detector", "yolo"], "'yolo' is not one of"),
-        (["--data", "missing.json"], "does not exist"),
+        (["--data", "missing.json"], "'missing.json' is neither"),
     ],
 )
 def test_bad_search_flags_get_one_clear_line(args, message, tmp_path):

@@ -42,7 +42,7 @@ def test_two_stage_detectors_get_the_softmax_baselines():
         ({"cls_loss": "cse-b-cls", "detectors": ["faster_rcnn"]}, "faster_rcnn needs a cls-softmax"),
         ({"cls_loss": "giou"}, "is a regression loss"),
         ({"detectors": ["yolo"]}, "unknown detector 'yolo'"),
-        ({"datasets": ["nope.json"]}, "neither 'shapes' nor an existing COCO JSON"),
+        ({"datasets": ["nope.json"]}, "neither a dataset name .* nor an existing COCO JSON"),
         ({"seeds": 0}, "--seeds must be positive"),
     ],
 )

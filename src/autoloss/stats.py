@@ -95,10 +95,15 @@ def _sign_flip_p(diffs: np.ndarray) -> float:
 def describe_gain(gain: dict[str, Any], digits: int = 4) -> str:
     """One readable phrase: `+0.0123 [95 % CI -0.0040, +0.0286], p = 0.12 (3 seeds): no clear difference`."""
     f = f"{{:+.{digits}f}}"
+    if gain["verdict"] == "cannot tell":
+        return f"cannot tell: {gain.get('reason', 'a training failed')}"
     if gain["n"] < 2 or math.isnan(gain["ci"][0]):
         return f"{f.format(gain['mean'])} ({gain['n']} seed): {gain['verdict']}"
     pct = round(gain["confidence"] * 100)
+    # The exact sign-flip p cannot go below 2 / 2**n: quoted only where it could reach 0.05 (6+ seeds).
+    flip = gain.get("p_sign_flip")
+    exact = f", exact p = {flip:.2g}" if flip is not None and 2.0 / 2 ** gain["n"] < 0.05 else ""
     return (
         f"{f.format(gain['mean'])} [{pct} % CI {f.format(gain['ci'][0])}, {f.format(gain['ci'][1])}], "
-        f"p = {gain['p_value']:.2g} ({gain['n']} seeds): {gain['verdict']}"
+        f"p = {gain['p_value']:.2g}{exact} ({gain['n']} seeds): {gain['verdict']}"
     )

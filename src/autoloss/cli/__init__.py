@@ -10,6 +10,7 @@ import click
 
 from autoloss.cli import (
     check_cmd,
+    data_cmd,
     export_cmd,
     fidelity_cmd,
     presets_cmd,
@@ -35,6 +36,7 @@ for _module in (
     fidelity_cmd,
     export_cmd,
     presets_cmd,
+    data_cmd,
 ):
     for _command in _module.COMMANDS:
         cli.add_command(_command)

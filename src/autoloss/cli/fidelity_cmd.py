@@ -68,7 +68,8 @@ def fidelity(
         raise FidelityError("--seeds and --workers must be positive, --survivors at least 0")
     task_name = checked_task_name(task_name)
     proxy_tasks = [parse_task(t, task=task_name) for t in (proxies or (DEFAULT_PROXY,))]
-    target_tasks = [parse_task(t, task=task_name) for t in targets]
+    # Targets report AP on their test split: images no selection (and no proxy) was scored on.
+    target_tasks = [parse_task(t, task=task_name, split="test") for t in targets]
     branches = {DETECTOR_BRANCH[t.detector] for t in [*proxy_tasks, *target_tasks]}
     if len(branches) > 1:
         raise FidelityError(

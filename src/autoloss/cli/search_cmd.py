@@ -48,6 +48,13 @@ def _positive(ctx, param, value):
     help="'shapes', 'shapes-dense' (built in) or a COCO annotations JSON [shapes-dense].",
 )
 @click.option("--images", default=None, help="Image folder for --data JSON [the JSON's folder].")
+@click.option(
+    "--proxy-task",
+    "proxy_tasks",
+    multiple=True,
+    help="A proxy task DETECTOR:DATA:SIZE:ITERATIONS, e.g. fcos:bccd:128:300 (repeatable): fitness is the "
+    "mean over tasks of AP relative to the default loss's on that task.",
+)
 @training_settings
 @click.option("--image-size", type=int, default=None, help="letterbox: image side [128 shapes, 256 COCO].")
 @click.option(
@@ -120,7 +127,8 @@ def _positive(ctx, param, value):
     type=int,
     default=None,
     callback=_positive,
-    help="Held-out seeds (no rung uses them) the final comparison re-trains on [3].",
+    help="Held-out seeds (no rung uses them) the final comparison re-trains on; under 5 the verdict says "
+    "too few [5].",
 )
 @click.option(
     "--backend",
@@ -198,6 +206,8 @@ def search(**opts: Any) -> None:
     if opts["time_limit"] is not None:
         evolution["time_limit_s"] = opts["time_limit"]
     task: dict[str, Any] = {"settings": task_settings(opts)}
+    if opts["proxy_tasks"]:
+        task["proxy_tasks"] = list(opts["proxy_tasks"])
     if opts["task_name"] is not None:
         task["name"] = opts["task_name"]
     if opts["device"] is not None:
@@ -291,7 +301,7 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from autoloss.evolution.outputs import ALPHA_NOTE, best_named_verdict, final_heading, gain_cells
+    from autoloss.evolution.outputs import ALPHA_NOTE, best_named_verdict, final_heading, fmt_row, gain_cells
     from autoloss.spaces.named import label as short
 
     console = Console()
@@ -306,7 +316,7 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
             label,
             short(row["cls"]),
             short(row["reg"]),
-            f"{row['mean']:.4f} ± {row['std']:.4f}",
+            fmt_row(row),
             *gain_cells(row.get("vs_default")),
         )
     console.print(table, markup=False, highlight=False)

@@ -17,6 +17,7 @@ import numpy as np
 from autoloss.detection.data import DataReport, DatasetError
 
 _VAL_NAMES = ("val", "valid", "validation")
+_TEST_NAMES = ("test", "testing")
 
 
 @dataclass(frozen=True)
@@ -125,18 +126,81 @@ def _field(path: Path, record: object, key: str, section: str, kind: type):
     return value
 
 
-def split_indices(source: CocoSource, seed: int, val_fraction: float) -> tuple[list[int], list[int]]:
-    """Use the images' `split` field when it names both train and val images, else a seeded split."""
+# An evaluation split smaller than this gives AP too noisy to select or report on: the upstream split is
+# used only where search-val and test both reach it, else the images are re-split.
+MIN_EVAL_IMAGES = 40
+# Each evaluation split's share of a re-split (raised towards MIN_EVAL_IMAGES for small sets, at most 1/4).
+EVAL_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Image indices of train, search-val and test, and how they were made (stated in every run)."""
+
+    train: list[int]
+    val: list[int]
+    test: list[int]
+    method: str
+
+
+def eval_fraction(n_images: int) -> float:
+    """The share of `n_images` each evaluation split gets in a re-split."""
+    return max(EVAL_FRACTION, min(MIN_EVAL_IMAGES / max(n_images, 1), 0.25))
+
+
+def three_way_split(source: CocoSource, seed: int) -> SplitPlan:
+    """train / search-val / test of one COCO file: its images' `split` field where it names train, val and
+    test images and both evaluation splits hold >= MIN_EVAL_IMAGES; otherwise a seeded, class-stratified
+    re-split of all its images (`stratified_split`)."""
     splits = [image.split for image in source.images]
     train = [i for i, s in enumerate(splits) if s == "train"]
     val = [i for i, s in enumerate(splits) if s in _VAL_NAMES]
-    if train and val:
-        return train, val
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    order = np.random.default_rng(seed).permutation(len(splits))
-    n_val = max(1, round(len(splits) * val_fraction)) if len(splits) > 1 else 0
-    return sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+    test = [i for i, s in enumerate(splits) if s in _TEST_NAMES]
+    if train and len(val) >= MIN_EVAL_IMAGES and len(test) >= MIN_EVAL_IMAGES:
+        return SplitPlan(train, val, test, "upstream train/val/test")
+    counts = f"{len(train)}/{len(val)}/{len(test)}"
+    why = "no split field" if not any(splits) else f"upstream train/val/test {counts}"
+    f = eval_fraction(len(splits))
+    tr, va, te = stratified_split([image.labels for image in source.images], seed, (1 - 2 * f, f, f))
+    return SplitPlan(tr, va, te, f"class-stratified re-split, seed {seed} ({why})")
+
+
+def carve_val(source: CocoSource, seed: int) -> tuple[list[int], list[int]]:
+    """(train, search-val) carved from one file's images: COCO's two-file layout keeps its second file for
+    test, so search-val comes out of the training file (seeded, class-stratified)."""
+    f = eval_fraction(len(source.images))
+    train, val = stratified_split([image.labels for image in source.images], seed, (1 - f, f))
+    return train, val
+
+
+def stratified_split(
+    labels: list[np.ndarray], seed: int, fractions: tuple[float, ...]
+) -> tuple[list[int], ...]:
+    """Indices 0..n-1 dealt into len(fractions) sorted lists of those shares, seeded by `seed`.
+
+    Stratified by each image's rarest class (images without boxes form their own group), so a rare class
+    reaches every split: groups are shuffled and laid end to end, then dealt by largest accumulated
+    credit, which keeps every group's and every split's count within one image of its share.
+    """
+    totals: dict[int, int] = {}
+    for lab in labels:
+        for c in lab.tolist():
+            totals[c] = totals.get(c, 0) + 1
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, lab in enumerate(labels):
+        key = min(((totals[c], c) for c in set(lab.tolist())), default=(0, 0))
+        groups.setdefault(key, []).append(i)
+    rng = np.random.default_rng([seed, 0x3517])
+    order = [i for key in sorted(groups) for i in rng.permutation(groups[key]).tolist()]
+    share = np.asarray(fractions, dtype=np.float64)
+    credit = np.zeros_like(share)
+    out: list[list[int]] = [[] for _ in fractions]
+    for i in order:
+        credit += share
+        s = int(np.argmax(credit))
+        credit[s] -= 1.0
+        out[s].append(i)
+    return tuple(sorted(o) for o in out)
 
 
 def subset_indices(indices: list[int], size: int | None, seed: int) -> list[int]:

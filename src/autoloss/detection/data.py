@@ -25,6 +25,8 @@ PAD_RGB = (124, 116, 104)
 
 
 RESIZE_MODES = ("letterbox", "keep-aspect")
+# train: trainings; val: search-val, every selection; test: the final table, never selected on.
+SPLIT_NAMES = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -197,12 +199,32 @@ class DetectionData:
 
 @dataclass(frozen=True)
 class DataSplit:
-    """What `load_dataset` returns: both splits, the class names (index i is label i+1) and the report."""
+    """What `load_dataset` returns: the three splits, the class names (index i is label i+1), the report
+    and how the splits were made.
+
+    `train` is what every training trains on; `val` (search-val) is what every selection sees (rungs,
+    promotion, parents, the hall of fame); `test` is only for the final table, transfer and fidelity
+    targets, so that what is reported was never selected on."""
 
     train: Split
     val: Split
+    test: Split
     class_names: tuple[str, ...]
     report: DataReport
+    method: str = ""
+
+    def split(self, name: str) -> Split:
+        """A split by its name: "train", "val" (search-val) or "test"."""
+        if name not in SPLIT_NAMES:
+            raise ValueError(f"split must be one of {', '.join(SPLIT_NAMES)}, got {name!r}")
+        return getattr(self, name)
+
+    def describe(self) -> dict[str, Any]:
+        """Split sizes and how they were made, for run directories and tables."""
+        return {
+            "method": self.method,
+            **{name: len(getattr(self, name)) for name in SPLIT_NAMES},
+        }
 
     @property
     def num_classes(self) -> int:

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from autoloss.detection.data import DetectionData
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross", "ring")
-_SPLIT_CODE = {"train": 0, "val": 1}
+_SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 # Object sizes are specified for 128 px images (the design's proxy) and scale with the image size.
 _REF_SIZE = 128
 _MAX_OVERLAP_IOU = 0.4
@@ -48,10 +48,10 @@ SHAPES_STYLES = {
 def generate_shapes(
     split: str, count: int, image_size: int = 128, seed: int = 0, style: str = "shapes"
 ) -> DetectionData:
-    """Return `count` generated images of `split` ("train" or "val") in `style` (a key of SHAPES_STYLES);
-    results are cached and read-only."""
+    """Return `count` generated images of `split` ("train", "val" or "test") in `style` (a key of
+    SHAPES_STYLES); results are cached and read-only."""
     if split not in _SPLIT_CODE:
-        raise ValueError(f"split must be 'train' or 'val', not {split!r}")
+        raise ValueError(f"split must be 'train', 'val' or 'test', not {split!r}")
     if style not in SHAPES_STYLES:
         raise ValueError(f"unknown shapes style {style!r}; styles: {', '.join(SHAPES_STYLES)}")
     if count < 0:

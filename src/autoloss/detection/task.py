@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from autoloss.data_specs import is_generated
+from autoloss.data_specs import annotation_file, data_names, is_generated, is_known_data
 from autoloss.detection.compiled_loss import compile_losses
 from autoloss.detection.data import DataSplit
 from autoloss.detection.detectors import CLS_BRANCH, Detector, _fork_and_seed
@@ -102,7 +102,11 @@ class DetectionTask(ProxyTask):
 
     def input_files(self) -> list[str]:
         e = self.experiment
-        named = [e.data if not is_generated(e.data) else None, e.val_data, e.backbone_weights]
+        named = [
+            annotation_file(e.data) if not is_generated(e.data) else None,
+            e.val_data,
+            e.backbone_weights,
+        ]
         return [str(f) for f in named if f]
 
     def check(self) -> None:
@@ -114,10 +118,10 @@ class DetectionTask(ProxyTask):
                 f"preset {self.preset_name!r} trains on your own COCO data: pass --data TRAIN.json "
                 "(and --val-data VAL.json with --images / --val-images for COCO's two-file layout)"
             )
-        if not is_generated(e.data) and not Path(e.data).is_file():
+        if not is_known_data(e.data):
             raise TaskError(
-                "--data must be 'shapes', 'shapes-dense' or a COCO annotations JSON; "
-                f"{e.data!r} does not exist"
+                f"--data must be a dataset name ({data_names()}; autoloss data list) or a COCO "
+                f"annotations JSON; {e.data!r} is neither"
             )
         if e.val_data is not None and not Path(e.val_data).is_file():
             raise TaskError(f"--val-data: {e.val_data!r} does not exist")
@@ -196,7 +200,7 @@ class DetectionTask(ProxyTask):
         )
 
     def evaluate(self, model: Any, schedule: Schedule) -> dict[str, float]:
-        return evaluate_detector(model, self.data().val, self.trial_config(schedule).train)
+        return evaluate_detector(model, self.data().split(schedule.split), self.trial_config(schedule).train)
 
 
 def _resolved(loss: Any, branch: str) -> Any:

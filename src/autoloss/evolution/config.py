@@ -44,7 +44,7 @@ class EvolutionConfig:
     # rung's trained candidates that moves up.
     rungs: str = "1x1,2x2"
     promote: float = 0.34
-    final_seeds: int = 3  # held-out seeds (no rung uses them) the final comparison re-trains on
+    final_seeds: int = 5  # held-out seeds (no rung uses them) the final re-trains on; < 5 is "too few"
     max_proxy_evals: int | None = None
     time_limit_s: float | None = None
     seed: int = 0
@@ -78,6 +78,10 @@ class TaskConfig:
     iterations: int | None = 300
     epochs: int | None = None
     device: str = "cpu"
+    # Several proxy tasks at once (DETECTOR:DATA:SIZE:ITERATIONS each, the form fidelity takes): each is
+    # the task above with that detector, data, image size and length; fitness is the mean over them of
+    # AP relative to the default's (evolution/fitness.py). Empty: the task above alone, fitness its AP.
+    proxy_tasks: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -142,8 +146,9 @@ class SearchConfig:
         return dataclasses.replace(self, **updated)
 
     def load_task(self) -> ProxyTask:
-        """The proxy task this config trains (built once per distinct task and settings)."""
-        return cached_task(self.task.name, self.task.settings)
+        """The proxy task this config trains (built once per distinct task and settings); with several
+        (`proxy_tasks`), the first."""
+        return cached_task(self.task.name, task_settings(self))
 
     @property
     def cls_branch(self) -> str:
@@ -226,6 +231,7 @@ def validate(cfg: SearchConfig) -> None:
             raise ConfigError(f"proxy {name} must be a positive integer, got {value!r}")
     if not isinstance(p.settings, dict):
         raise ConfigError(f"task settings must be a mapping, got {type(p.settings).__name__}")
+    check_proxy_tasks(cfg)
     if p.device not in ("cpu", "cuda") and not p.device.startswith("cuda:"):
         raise ConfigError(f"--device must be cpu or cuda, got {p.device!r}")
     if b.backend not in ("serial", "process", "ray"):
@@ -246,11 +252,49 @@ def validate(cfg: SearchConfig) -> None:
     check_task(cfg)
 
 
+def check_proxy_tasks(cfg: SearchConfig) -> None:
+    """Each `--proxy-task` parses, names data that exists, and shares one classification branch with the
+    others (one search space for all of them)."""
+    from autoloss.spaces.branches import DETECTOR_CLS_BRANCH
+    from autoloss.tasks.spec import parse_task_text
+
+    texts = cfg.task.proxy_tasks
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise ConfigError("--proxy-task values must be DETECTOR:DATA:SIZE:ITERATIONS strings")
+    if len(set(texts)) != len(texts):
+        raise ConfigError(f"--proxy-task given twice: {sorted(t for t in texts if texts.count(t) > 1)[0]}")
+    try:
+        parsed = [parse_task_text(t) for t in texts]
+    except TaskError as exc:
+        raise ConfigError(f"--proxy-task: {exc}") from None
+    branches = {DETECTOR_CLS_BRANCH[t.detector] for t in parsed}
+    if len(branches) > 1:
+        raise ConfigError(
+            "--proxy-task: every task must share one classification branch (fcos/retinanet take "
+            "cls-sigmoid, faster_rcnn cls-softmax): one search cannot train on both"
+        )
+    if parsed and cfg.task.epochs is not None:
+        raise ConfigError("--proxy-task gives each task's length in iterations; drop --proxy-epochs")
+
+
+def task_settings(cfg: SearchConfig) -> dict[str, Any]:
+    """The settings of the search's (first) proxy task: what decides its classification branch."""
+    if not cfg.task.proxy_tasks:
+        return cfg.task.settings
+    from autoloss.tasks.spec import parse_task_text
+
+    return merged(cfg.task.settings, parse_task_text(cfg.task.proxy_tasks[0]).settings())
+
+
 def check_task(cfg: SearchConfig) -> ProxyTask:
     """The proxy task, loaded and checked (`ProxyTask.check`); ConfigError with the task's message."""
     try:
         task = cfg.load_task()
         task.check()
+        for text in cfg.task.proxy_tasks[1:]:
+            from autoloss.tasks.spec import parse_task_text
+
+            cached_task(cfg.task.name, merged(cfg.task.settings, parse_task_text(text).settings())).check()
         given = (cfg.task.iterations, cfg.task.epochs) != (None, None)
         if not given and task.default_length() == (None, None):
             raise TaskError(

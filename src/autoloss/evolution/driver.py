@@ -208,6 +208,7 @@ class Search:
                     "aps": e.rungs["0"],
                     "status": e.status,
                     "reason": e.reason,
+                    **_per_task(runs),
                 }
             )
         self.run.append(EVENTS, events)
@@ -288,6 +289,7 @@ class Search:
                     "reason": first.get("reason", ""),
                     "metrics": first.get("metrics", {}),
                     "seconds": first.get("seconds"),
+                    **_per_task(runs),
                 }
             )
         self.run.append(EVENTS, proxy_events)
@@ -353,6 +355,7 @@ class Search:
                     "from_score": e.score(rung.index - 1),
                     "score": e.score(rung.index),
                     "pool": len(pool),
+                    **_per_task(by_pair[self._job(b, e.text)[:2]]),
                 }
                 promoted.append(record)
                 events.append({**base, "stage": "promote", "anchor": e.anchor, **record})
@@ -495,3 +498,12 @@ class Search:
         self.stopped = state.get("stopped")
         self.elapsed_before = state.get("elapsed_s", 0.0)
         self._restored_count = state.get("proxy_count", 0)
+
+
+def _per_task(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """{"task_aps": {task: [AP per seed]}} for results of several proxy tasks (fitness.combine), else {}:
+    events record each task's AP beside the combined fitness."""
+    if not runs or "tasks" not in runs[0]:
+        return {}
+    names = list(runs[0]["tasks"])
+    return {"task_aps": {n: [x.get("tasks", {}).get(n, {}).get("ap", 0.0) for x in runs] for n in names}}

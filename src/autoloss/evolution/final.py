@@ -1,9 +1,12 @@
 """The final comparison: the search's best pair against the default, the published losses and the best named
-loss, re-trained at the top rung's length on held-out seeds that no selection used.
+loss, re-trained at the top rung's length on held-out seeds that no selection used, and scored on the test
+split, which no selection saw.
 
-Re-using the seed a winner was selected on would report a best-of-N draw; fresh seeds do not. Gains are
-paired over seeds with a 95 % t interval (autoloss.stats); "beyond noise" means the interval excludes zero,
-which needs at least 3 seeds.
+Re-using the seed a winner was selected on would report a best-of-N draw; fresh seeds do not, and the
+search-val images carry a selection luck of their own, which test does not. Gains are paired over seeds
+with a 95 % t interval (autoloss.stats); "beyond noise" means the interval excludes zero, which needs at
+least 3 seeds; a claim wants CLAIM_SEEDS. A training that fails in the final is reported with its error,
+never counted as AP 0: a comparison that lacks one of its seeds says "cannot tell".
 """
 
 from __future__ import annotations
@@ -12,10 +15,16 @@ import statistics
 from typing import Any
 
 from autoloss.evolution.engine import DEFAULT
-from autoloss.evolution.proxy import ProxyRunner, ap_of
+from autoloss.evolution.fitness import ap_of, worst_task
+from autoloss.evolution.proxy import ProxyRunner, first_line
 from autoloss.runs.failpoints import failpoint
 from autoloss.spaces.named import PUBLISHED, name_of
 from autoloss.stats import paired_comparison
+
+# Held-out seeds the final needs before its verdict is a claim; fewer (by flag) say "too few seeds".
+CLAIM_SEEDS = 5
+# What the final reports AP on: held-out images no rung, promotion or hall of fame saw.
+FINAL_SPLIT = "test"
 
 
 def found_kind(pair: tuple[str, str]) -> str:
@@ -46,29 +55,29 @@ def final_comparison(search: Any, proxies: ProxyRunner) -> dict[str, Any]:
     if named is not None and named != found and named not in configs.values():
         configs["best named"] = named
     configs["found"] = found
-    if ev.time_limit_s is not None and search.elapsed() >= ev.time_limit_s:
-        seeds = seeds[:1]  # out of time: one held-out seed, and the table says it is too few
-    by_pair = proxies.evaluate_pairs(list(configs.values()), seeds, top.multiplier)
+    cut = None
+    if ev.time_limit_s is not None and search.elapsed() >= ev.time_limit_s and len(seeds) > 3:
+        # Out of time: the fewest seeds a confidence interval needs, and the summary says so.
+        cut = f"cut short by the time limit: {3} of {len(seeds)} held-out seeds trained"
+        seeds = seeds[:3]
+    by_pair = proxies.evaluate_pairs(list(configs.values()), seeds, top.multiplier, split=FINAL_SPLIT)
     failpoint("final")
     table: dict[str, dict[str, Any]] = {}
     for label, (c, r) in configs.items():
-        runs = by_pair[(c, r)]
-        aps = [ap_of(x) for x in runs]
-        table[label] = {
-            "cls": c,
-            "reg": r,
-            "seeds": seeds,
-            "ap": aps,
-            "mean": statistics.fmean(aps),
-            "std": statistics.stdev(aps) if len(aps) > 1 else 0.0,
-            "metrics": [x.get("metrics", {}) for x in runs],
-            "status": [x.get("status") for x in runs],
-        }
+        table[label] = final_row(c, r, seeds, by_pair[(c, r)])
     for label in table:
         if label != "default":
-            table[label]["vs_default"] = paired_comparison(table[label]["ap"], table["default"]["ap"])
+            table[label]["vs_default"] = compare_rows(table[label], table["default"])
     if "best named" in table:
-        table["found"]["vs_best_named"] = paired_comparison(table["found"]["ap"], table["best named"]["ap"])
+        table["found"]["vs_best_named"] = compare_rows(table["found"], table["best named"])
+    if "published" in table and found != configs["published"]:
+        table["found"]["vs_published"] = compare_rows(table["found"], table["published"])
+    for label, row in table.items():  # the same comparisons on each task's own AP
+        for name, entry in row["per_task"].items():
+            if label != "default":
+                entry["vs_default"] = compare_rows(
+                    entry | {"seeds": seeds}, table["default"]["per_task"][name] | {"seeds": seeds}
+                )
     kind = found_kind(found)
     return {
         "table": table,
@@ -77,16 +86,87 @@ def final_comparison(search: Any, proxies: ProxyRunner) -> dict[str, Any]:
             {"index": r.index, "multiplier": r.multiplier, "seeds": list(r.seeds)} for r in search.rungs
         ],
         "final_multiplier": top.multiplier,
+        "split": FINAL_SPLIT,
         "found_kind": kind,
-        "verdict": verdict(table, kind),
+        "verdict": verdict(table, kind, len(seeds), cut),
+        "cut_short": cut,
         "stopped": search.stopped,
         "proxy_trainings": proxies.count,
         "elapsed_s": search.elapsed(),
     }
 
 
-def verdict(table: dict[str, dict[str, Any]], kind: str) -> str:
-    """One plain sentence: what won, and whether it beats the best named loss beyond the noise."""
+def final_row(cls_: str, reg_: str, seeds: list[int], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row of the final table: AP per seed, its mean and std, and each training that did not finish
+    well with its reason. A diverged training is a result about the loss (AP 0, the worst fitness); one
+    that failed (an error, a lost worker) says nothing about it: its AP is None, not 0."""
+    aps = [None if x.get("status") == "failed" else ap_of(x) for x in runs]
+    good = [a for a in aps if a is not None]
+    per_task: dict[str, dict[str, Any]] = {}
+    for x in runs:  # several proxy tasks: each task's own AP per seed, beside the relative fitness
+        for name, t in (x.get("tasks") or {}).items():
+            entry = per_task.setdefault(name, {"ap": []})
+            entry["ap"].append(None if t["status"] == "failed" else t["ap"])
+    for entry in per_task.values():
+        done = [a for a in entry["ap"] if a is not None]
+        entry["mean"] = statistics.fmean(done) if done else None
+    worst = worst_task([x.get("tasks") or {} for x in runs])
+    return {
+        "per_task": per_task,
+        "worst_task": list(worst) if worst else None,
+        "cls": cls_,
+        "reg": reg_,
+        "seeds": seeds,
+        "ap": aps,
+        "mean": statistics.fmean(good) if good else None,
+        "std": statistics.stdev(good) if len(good) > 1 else 0.0,
+        "metrics": [x.get("metrics", {}) for x in runs],
+        "status": [x.get("status") for x in runs],
+        "failures": [
+            {"seed": s, "status": x.get("status"), "reason": first_line(x.get("reason"))}
+            for s, x in zip(seeds, runs, strict=True)
+            if x.get("status") != "ok"
+        ],
+    }
+
+
+def compare_rows(row: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """The paired gain of `row` over `base`; "cannot tell" when either lacks a seed (a failed training
+    is not an AP of 0, and dropping its seed would compare on the seeds that happened to work)."""
+    if any(a is None for a in row["ap"]) or any(a is None for a in base["ap"]):
+        missing = [
+            s for s, a, b in zip(row["seeds"], row["ap"], base["ap"], strict=True) if a is None or b is None
+        ]
+        return {
+            "n": 0,
+            "mean": float("nan"),
+            "std": float("nan"),
+            "diffs": [],
+            "ci": [float("nan"), float("nan")],
+            "confidence": 0.95,
+            "p_value": float("nan"),
+            "p_sign_flip": float("nan"),
+            "verdict": "cannot tell",
+            "reason": f"a training failed on seed(s) {', '.join(map(str, missing))}",
+            "beyond_noise": False,
+        }
+    return paired_comparison(row["ap"], base["ap"])
+
+
+def verdict(
+    table: dict[str, dict[str, Any]], kind: str, n_seeds: int = CLAIM_SEEDS, cut: str | None = None
+) -> str:
+    """One plain sentence: what won, and whether it beats the best named loss beyond the noise, on the
+    test split; prefixed with why it is not a claim where too few seeds were trained."""
+    text = _verdict(table, kind)
+    if cut:
+        text = f"{text} The final was {cut}."
+    if n_seeds < CLAIM_SEEDS:
+        text = f"Too few seeds for a claim ({n_seeds} < {CLAIM_SEEDS} held-out seeds): {text}"
+    return text
+
+
+def _verdict(table: dict[str, dict[str, Any]], kind: str) -> str:
     from autoloss.spaces.named import label as short
 
     found = table["found"]

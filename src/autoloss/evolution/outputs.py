@@ -54,8 +54,17 @@ def _csv(rows: list[dict[str, Any]], fields: list[str]) -> str:
     return buf.getvalue()
 
 
-def _fmt(mean: float, std: float) -> str:
-    return f"{mean:.4f} ± {std:.4f}"
+def fmt_row(row: dict[str, Any]) -> str:
+    """A final-table row's AP: mean ± std over the seeds that finished, and how many failed."""
+    failures = row.get("failures", [])
+    if row["mean"] is None:
+        return f"every training failed ({len(failures)})"
+    text = f"{row['mean']:.4f} ± {row['std']:.4f}"
+    counts: dict[str, int] = {}
+    for f in failures:
+        counts[f["status"]] = counts.get(f["status"], 0) + 1
+    notes = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    return f"{text} ({notes})" if notes else text
 
 
 ALPHA_NOTE = (
@@ -67,8 +76,10 @@ ALPHA_NOTE = (
 def final_heading(summary: dict[str, Any]) -> str:
     mult = summary.get("final_multiplier", 1)
     seeds = ", ".join(map(str, summary["seeds"]))
+    split = summary.get("split", "val")
+    where = "the test split (images no selection saw)" if split == "test" else f"the {split} split"
     return (
-        f"Proxy mAP (COCO AP on the val split) at {mult}x the proxy length, on held-out seeds {seeds} "
+        f"Proxy mAP (COCO AP on {where}) at {mult}x the proxy length, on held-out seeds {seeds} "
         "(no selection used them); gains are paired over seeds with a 95 % t interval:"
     )
 
@@ -77,6 +88,8 @@ def gain_cells(gain: dict[str, Any] | None) -> tuple[str, str]:
     """(gain with its CI, verdict) for a table."""
     if not gain:
         return "—", "—"
+    if gain["verdict"] == "cannot tell":
+        return "—", f"cannot tell ({gain.get('reason', 'a training failed')})"
     if gain["n"] < 2:
         return f"{gain['mean']:+.4f}", gain["verdict"]
     low, high = gain["ci"]
@@ -94,9 +107,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     for label, row in table.items():
         gain_s, verdict_s = gain_cells(row.get("vs_default"))
         cls_s, reg_s = short(row["cls"], 200), short(row["reg"], 200)
-        lines.append(
-            f"| {label} | `{cls_s}` | `{reg_s}` | {_fmt(row['mean'], row['std'])} | {gain_s} | {verdict_s} |"
-        )
+        lines.append(f"| {label} | `{cls_s}` | `{reg_s}` | {fmt_row(row)} | {gain_s} | {verdict_s} |")
+    lines += per_task_lines(table)
     lines += ["", summary.get("verdict") or ""]
     named = best_named_verdict(summary)
     if named:
@@ -105,6 +117,36 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     if summary.get("stopped"):
         lines += ["", f"The generations stopped early: {summary['stopped']}."]
     return "\n".join(lines) + "\n"
+
+
+def per_task_lines(table: dict[str, dict[str, Any]]) -> list[str]:
+    """With several proxy tasks: each row's own AP per task, its gain over the default there, and the task
+    each row does worst on (AP relative to the default's)."""
+    names = list(next(iter(table.values())).get("per_task") or {})
+    if not names:
+        return []
+    lines = [
+        "",
+        "Fitness above is the mean over tasks of AP / the default's AP on that task. Each task's own AP "
+        "(mean over the seeds; gain vs default [95 % CI]):",
+        "",
+        "| losses | " + " | ".join(names) + " | worst task (AP / default's) |",
+        "|---|" + "---|" * (len(names) + 1),
+    ]
+    for label, row in table.items():
+        cells = []
+        for name in names:
+            entry = row["per_task"].get(name, {})
+            mean = entry.get("mean")
+            text = "failed" if mean is None else f"{mean:.4f}"
+            gain = entry.get("vs_default")
+            if gain and gain["verdict"] != "cannot tell" and gain["n"] > 1:
+                text += f" ({gain['mean']:+.4f} [{gain['ci'][0]:+.4f}, {gain['ci'][1]:+.4f}])"
+            cells.append(text)
+        worst = row.get("worst_task")
+        cells.append(f"{worst[0]} ({worst[1]:.3f})" if worst else "—")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def best_named_verdict(summary: dict[str, Any]) -> str | None:

@@ -16,15 +16,19 @@ import re
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
 from typing import Any
 
 from autoloss.errors import AutolossError
-from autoloss.evolution.config import SearchConfig
+from autoloss.evolution.config import SearchConfig, merged
+from autoloss.evolution.engine import DEFAULT
+from autoloss.evolution.fitness import ap_of, combine
 from autoloss.evolution.work import proxy_task, trial_spec
 from autoloss.executors.base import TrialTimeout, stop_task
 from autoloss.runs.failpoints import failpoint
 from autoloss.runs.rundir import RunDir
 from autoloss.tasks import Schedule
+from autoloss.tasks.spec import parse_task_text
 
 EVALUATIONS = "evaluations.jsonl"
 
@@ -65,13 +69,43 @@ def base_schedule(cfg: SearchConfig, seed: int = 0) -> Schedule:
     return Schedule(iterations=iterations, epochs=epochs, seed=seed, device=t.device, threads=threads)
 
 
-def eval_id(cls_loss: str, reg_loss: str, seed: int, multiplier: int = 1, device: str = "cpu") -> str:
-    # The proxy length and the CPU keep their old id, so caches written before rungs and devices existed
-    # stay valid; a result from another device is another result (a resume there never mixes them).
+def eval_id(
+    cls_loss: str, reg_loss: str, seed: int, multiplier: int = 1, device: str = "cpu", split: str = "val"
+) -> str:
+    # The proxy length, the CPU and search-val keep their old id, so caches written before rungs, devices
+    # and test splits existed stay valid; a result from another device or split is another result (a
+    # search-val AP never answers for test).
     base = f"{cls_loss}|{reg_loss}|{seed}"
     if multiplier != 1:
         base = f"{base}|x{multiplier}"
-    return base if device == "cpu" else f"{base}|{device}"
+    if device != "cpu":
+        base = f"{base}|{device}"
+    return base if split == "val" else f"{base}|{split}"
+
+
+@dataclass(frozen=True)
+class SubTask:
+    """One proxy task of a search: its label ("" for a single-task search, else its DETECTOR:DATA:SIZE:
+    ITERATIONS text), the settings its workers load it with, and its rung-0 schedule."""
+
+    label: str
+    settings: dict[str, Any]
+    schedule: Schedule
+
+
+def sub_tasks(cfg: SearchConfig) -> list[SubTask]:
+    """The search's proxy tasks: the task section alone, or one per `--proxy-task` text, each the task's
+    settings with the text's detector, data and image size, and the text's length."""
+    base = base_schedule(cfg)
+    if not cfg.task.proxy_tasks:
+        return [SubTask("", cfg.task.settings, base)]
+    out = []
+    for text in cfg.task.proxy_tasks:
+        t = parse_task_text(text)
+        settings = merged(cfg.task.settings, t.settings())
+        schedule = dataclasses.replace(base, iterations=t.iterations, epochs=None)
+        out.append(SubTask(text, settings, schedule))
+    return out
 
 
 class ProxyRunner:
@@ -86,6 +120,7 @@ class ProxyRunner:
     ):
         # The task travels to workers as its name and settings (they load it themselves).
         self.task_name, self.settings = cfg.task.name, cfg.task.settings
+        self.tasks = sub_tasks(cfg)
         self.schedule = base_schedule(cfg)
         self.device = cfg.task.device
         self.task = task  # a seam for tests: a stand-in for `proxy_task`, with its signature
@@ -96,33 +131,59 @@ class ProxyRunner:
         self.on_done = on_done
         self.cache: dict[str, dict[str, Any]] = {r["id"]: r["result"] for r in run.read(EVALUATIONS)}
         # Proxy-length trainings the search has asked for (cached or not): the budget's unit, so a 3x
-        # training counts 3.
+        # training counts 3, and a candidate on 2 tasks counts 2.
         self.count = 0
         self.max_same_failures = cfg.backend.max_same_failures
         self._streak: tuple[str, int] = ("", 0)  # (failure kind, trainings in a row that failed so)
 
-    def evaluate(self, jobs: list[tuple[str, str, int]], multiplier: int = 1) -> list[dict[str, Any]]:
-        """Results for (cls, reg, seed) jobs at `multiplier` times the proxy length, in job order. At most
-        `slots` trainings run at once, and a new one starts as each finishes, so no worker waits for the
-        slowest of a batch."""
+    def evaluate(
+        self, jobs: list[tuple[str, str, int]], multiplier: int = 1, split: str = "val"
+    ) -> list[dict[str, Any]]:
+        """Results for (cls, reg, seed) jobs at `multiplier` times the proxy length, scored on `split`
+        ("val": search-val, "test"), in job order: on several tasks, one combined result per job
+        (`fitness.combine`: AP relative to the default's on the same task and seeds). At most `slots`
+        trainings run at once, and a new one starts as each finishes, so no worker waits for the slowest
+        of a batch."""
+        self.count += multiplier * len(jobs) * len(self.tasks)
+        if len(self.tasks) == 1:
+            return self._train([(0, *job) for job in jobs], multiplier, split)
+        # Every task's default on the same seeds is the reference: trained once per task and rung (cached).
+        seeds = sorted({s for _, _, s in jobs})
+        wanted = list(dict.fromkeys([*jobs, *((DEFAULT, DEFAULT, s) for s in seeds)]))
+        # Task-major order: a worker keeps a task's data loaded, so its trainings come together.
+        items = [(t, *job) for t in range(len(self.tasks)) for job in wanted]
+        results = dict(zip(items, self._train(items, multiplier, split), strict=True))
+        default_aps = {
+            task.label: [ap_of(results[(t, DEFAULT, DEFAULT, s)]) for s in seeds]
+            for t, task in enumerate(self.tasks)
+        }
+        return [
+            combine({task.label: results[(t, *job)] for t, task in enumerate(self.tasks)}, default_aps)
+            for job in jobs
+        ]
+
+    def _train(
+        self, items: list[tuple[int, str, str, int]], multiplier: int, split: str
+    ) -> list[dict[str, Any]]:
+        """(task index, cls, reg, seed) trainings, from the cache or the workers, in item order."""
         results: dict[int, dict[str, Any]] = {}
         todo: list[int] = []
-        schedule = self.schedule.scaled(multiplier)
-        for i, (c, r, s) in enumerate(jobs):
-            self.count += multiplier
-            cached = self.cache.get(eval_id(c, r, s, multiplier, self.device))
+        for i, (t, c, r, s) in enumerate(items):
+            cached = self.cache.get(self._id(t, c, r, s, multiplier, split))
             if cached is not None:
                 results[i] = cached
             else:
                 todo.append(i)
-        running: dict[Future, tuple[int, int, float]] = {}  # future -> (job index, attempt, deadline)
+        running: dict[Future, tuple[int, int, float]] = {}  # future -> (item index, attempt, deadline)
         queue = [(i, 1) for i in todo]
         while queue or running:
             while queue and len(running) < self.slots:
                 i, attempt = queue.pop(0)
-                c, r, s = jobs[i]
+                t, c, r, s = items[i]
+                task = self.tasks[t]
                 deadline = time.monotonic() + self.timeout if self.timeout is not None else float("inf")
-                spec = trial_spec(self.task_name, self.settings, dataclasses.replace(schedule, seed=s))
+                schedule = dataclasses.replace(task.schedule.scaled(multiplier), seed=s, split=split)
+                spec = trial_spec(self.task_name, task.settings, schedule)
                 running[self.submit(self.task, spec, c, r)] = (i, attempt, deadline)
             first_deadline = min(d for _, _, d in running.values())
             wait_s = None if first_deadline == float("inf") else max(0.0, first_deadline - time.monotonic())
@@ -148,25 +209,41 @@ class ProxyRunner:
                     continue
                 else:
                     result = _failure(f"{type(error).__name__}: {error} (after a retry)")
-                self._finish(jobs[i], multiplier, result)
+                self._finish(items[i], multiplier, split, result)
                 results[i] = result
-        return [results[i] for i in range(len(jobs))]
+        return [results[i] for i in range(len(items))]
 
     def evaluate_pairs(
-        self, pairs: list[tuple[str, str]], seeds: list[int] | tuple[int, ...], multiplier: int = 1
+        self,
+        pairs: list[tuple[str, str]],
+        seeds: list[int] | tuple[int, ...],
+        multiplier: int = 1,
+        split: str = "val",
     ) -> dict[tuple[str, str], list[dict[str, Any]]]:
-        """Every distinct (cls, reg) pair on every seed at `multiplier` times the proxy length: the results
-        per pair, in seed order (one `evaluate` call, so all of them share the workers)."""
+        """Every distinct (cls, reg) pair on every seed at `multiplier` times the proxy length, scored on
+        `split`: the results per pair, in seed order (one `evaluate` call, so all of them share the
+        workers)."""
         pairs = list(dict.fromkeys(pairs))
-        results = iter(self.evaluate([(c, r, s) for c, r in pairs for s in seeds], multiplier))
+        results = iter(self.evaluate([(c, r, s) for c, r in pairs for s in seeds], multiplier, split))
         return {pair: [next(results) for _ in seeds] for pair in pairs}
 
-    def _finish(self, job: tuple[str, str, int], multiplier: int, result: dict[str, Any]) -> None:
-        c, r, s = job
-        key = eval_id(c, r, s, multiplier, self.device)
+    def _id(self, t: int, c: str, r: str, s: int, multiplier: int, split: str) -> str:
+        base = eval_id(c, r, s, multiplier, self.device, split)
+        label = self.tasks[t].label
+        return f"{label}#{base}" if label else base
+
+    def _finish(
+        self, item: tuple[int, str, str, int], multiplier: int, split: str, result: dict[str, Any]
+    ) -> None:
+        t, c, r, s = item
+        key = self._id(t, c, r, s, multiplier, split)
         record = {"id": key, "cls": c, "reg": r, "seed": s, "multiplier": multiplier, "result": result}
+        if self.tasks[t].label:
+            record["task"] = self.tasks[t].label
         if self.device != "cpu":
             record["device"] = self.device
+        if split != "val":
+            record["split"] = split
         failpoint("proxy-result")
         self.run.append(EVALUATIONS, [record])
         self.cache[key] = result
@@ -200,10 +277,3 @@ def _failure(reason: str) -> dict[str, Any]:
         "final_loss": None,
         "finished_at": time.time(),
     }
-
-
-def ap_of(result: dict[str, Any]) -> float:
-    """The fitness: COCO AP of a finished training, 0 for one that diverged or failed."""
-    if result.get("status") != "ok":
-        return 0.0
-    return float(result.get("metrics", {}).get("AP", 0.0))

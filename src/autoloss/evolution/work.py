@@ -16,9 +16,10 @@ from autoloss.executors.base import OutOfMemory, trial
 from autoloss.runs.failpoints import failpoint
 from autoloss.tasks import ProxyTask, Schedule, load_task, task_key
 
-# The task each worker trains, kept between trials: a task loads its data once, and a worker serves one
-# search (one task) at a time.
+# The tasks each worker trains, kept between trials: a task loads its data once. A search with several
+# proxy tasks sends each worker trainings of each, so a few are kept (least recently used dropped first).
 _TASKS: dict[str, Any] = {}
+KEEP_TASKS = 4
 
 
 def screen_task(texts: list[str], branch: str, cpv: bool, mos: bool) -> list[dict[str, Any]]:
@@ -34,8 +35,11 @@ def trial_spec(task: str, settings: dict[str, Any], schedule: Schedule) -> dict[
 
 def _task_for(task: str, settings: dict[str, Any]) -> ProxyTask:
     key = task_key(task, settings)
-    if key not in _TASKS:
-        _TASKS.clear()
+    if key in _TASKS:
+        _TASKS[key] = _TASKS.pop(key)  # most recently used last
+    else:
+        while len(_TASKS) >= KEEP_TASKS:
+            del _TASKS[next(iter(_TASKS))]
         _TASKS[key] = load_task(task, settings)
     return _TASKS[key]
 

@@ -1,6 +1,8 @@
 """Tasks a panel is trained on, and the training itself: every (task, loss pair, seed) through the
-search's proxy runner, cached on disk per task (`<out>/tasks/<task>/evaluations.jsonl`), so an
-interrupted fidelity run re-run with the same `--out` trains only what is missing.
+search's proxy runner, cached on disk per training protocol (`<out>/tasks/<task>-<hash>/evaluations.jsonl`,
+keyed by the data's content and the resolved settings: `runs.cell_cache`), so an interrupted fidelity run
+re-run with the same `--out` trains only what is missing. Proxies are scored on search-val (what a search
+would select on), targets on test (held-out images).
 """
 
 from __future__ import annotations
@@ -10,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autoloss.data_specs import is_generated
 from autoloss.errors import AutolossError
 from autoloss.evolution.config import SearchConfig
 from autoloss.evolution.proxy import ProxyRunner, ap_of
 from autoloss.executors import make_executor
+from autoloss.runs.cell_cache import cell_folder, identity
 from autoloss.runs.rundir import RunDir
-from autoloss.spaces.branches import DETECTOR_CLS_BRANCH as DETECTOR_BRANCH
-from autoloss.tasks import DEFAULT_TASK
+from autoloss.tasks import DEFAULT_TASK, TaskError
+from autoloss.tasks.spec import parse_task_text
 from autoloss.transfer.run import cell_config, data_stem, safe_name, task_suffix
 
 
@@ -35,12 +37,18 @@ class TaskSpec:
     iterations: int
     backbone: str = "tiny"
     task: str = DEFAULT_TASK  # the proxy task that trains it: the detection task or a user's built on it
+    split: str = "val"  # what it is scored on: "val" (search-val) for proxies, "test" for targets
 
     @property
-    def name(self) -> str:
+    def protocol(self) -> str:
+        """The training protocol's readable name (one cache for its search-val and test results)."""
         size = f"{self.image_size}px" if self.image_size else "native"
         base = f"{self.detector}-{self.backbone}-{data_stem(self.data)}-{size}-{self.iterations}it"
         return safe_name(base) + task_suffix(self.task)
+
+    @property
+    def name(self) -> str:
+        return self.protocol if self.split == "val" else f"{self.protocol}@{self.split}"
 
     def config(self, device: str = "cpu") -> SearchConfig:
         return cell_config(
@@ -48,36 +56,15 @@ class TaskSpec:
         )
 
 
-def parse_task(text: str, backbone: str = "tiny", task: str = DEFAULT_TASK) -> TaskSpec:
-    """`DETECTOR:DATA:SIZE:ITERATIONS`, e.g. `fcos:shapes:256:300`; SIZE may be `native` (the dataset's own
-    default). DATA is `shapes`, `shapes-dense` or a COCO annotations JSON."""
-    parts = text.split(":")
-    if len(parts) < 4:
-        raise FidelityError(
-            f"task {text!r} must read DETECTOR:DATA:SIZE:ITERATIONS, e.g. fcos:shapes:128:300"
-        )
-    detector, size, iters = parts[0], parts[-2], parts[-1]
-    data = ":".join(parts[1:-2])
-    if detector not in DETECTOR_BRANCH:
-        raise FidelityError(
-            f"task {text!r}: unknown detector {detector!r}; detectors: {', '.join(DETECTOR_BRANCH)}"
-        )
-    if not is_generated(data) and not Path(data).is_file():
-        raise FidelityError(
-            f"task {text!r}: dataset {data!r} is neither 'shapes' nor an existing COCO JSON file"
-        )
+def parse_task(text: str, backbone: str = "tiny", task: str = DEFAULT_TASK, split: str = "val") -> TaskSpec:
+    """`DETECTOR:DATA:SIZE:ITERATIONS`, e.g. `fcos:bccd:256:300`; SIZE may be `native` (the dataset's own
+    default). DATA is a dataset name (`autoloss data list`, or shapes / shapes-dense) or a COCO
+    annotations JSON. `split` is what the task is scored on ("val" or "test")."""
     try:
-        image_size = None if size == "native" else int(size)
-        iterations = int(iters)
-    except ValueError:
-        raise FidelityError(
-            f"task {text!r}: SIZE and ITERATIONS must be integers (SIZE may be 'native')"
-        ) from None
-    if image_size is not None and (image_size < 32 or image_size % 32):
-        raise FidelityError(f"task {text!r}: image size must be a positive multiple of 32, got {image_size}")
-    if iterations < 1:
-        raise FidelityError(f"task {text!r}: iterations must be positive, got {iterations}")
-    return TaskSpec(detector, data, image_size, iterations, backbone, task)
+        t = parse_task_text(text)
+    except TaskError as exc:
+        raise FidelityError(str(exc)) from None
+    return TaskSpec(t.detector, t.data, t.image_size, t.iterations, backbone, task, split)
 
 
 def train_panel(
@@ -97,12 +84,10 @@ def train_panel(
     records: list[dict[str, Any]] = []
     try:
         for task in tasks:
-            task_dir = out / "tasks" / task.name
-            task_dir.mkdir(parents=True, exist_ok=True)
-            runner = ProxyRunner(
-                task.config(device), RunDir(task_dir), executor.submit, executor.slots, on_done=progress
-            )
-            for (c, r), runs in runner.evaluate_pairs(pairs, seeds).items():
+            cfg = task.config(device)
+            task_dir = cell_folder(out / "tasks", task.protocol, identity(cfg))
+            runner = ProxyRunner(cfg, RunDir(task_dir), executor.submit, executor.slots, on_done=progress)
+            for (c, r), runs in runner.evaluate_pairs(pairs, seeds, split=task.split).items():
                 for s, res in zip(seeds, runs, strict=True):
                     records.append(
                         {

@@ -25,6 +25,8 @@ from typing import Any
 from autoloss.errors import AutolossError
 
 ProgressFn = Callable[[int, int, float], None]  # (iteration, total, loss)
+# The splits a trained model is scored on: search-val for selection, test for what is reported.
+EVAL_SPLITS = ("val", "test")
 
 
 class TaskError(AutolossError, ValueError):
@@ -33,15 +35,20 @@ class TaskError(AutolossError, ValueError):
 
 @dataclass(frozen=True)
 class Schedule:
-    """How long and where one training runs: exactly one of `iterations` and `epochs` is set."""
+    """How long and where one training runs, and which split it is scored on: exactly one of `iterations`
+    and `epochs` is set. `split` is "val" (search-val: what every selection sees) or "test" (the final
+    table, transfer and fidelity targets: never selected on)."""
 
     iterations: int | None = None
     epochs: int | None = None
     seed: int = 0
     device: str = "cpu"
     threads: int | None = 1  # torch threads of the training; None leaves torch's setting
+    split: str = "val"
 
     def __post_init__(self) -> None:
+        if self.split not in EVAL_SPLITS:
+            raise TaskError(f"schedule split must be one of {', '.join(EVAL_SPLITS)}, got {self.split!r}")
         if (self.iterations is None) == (self.epochs is None):
             raise TaskError("a schedule sets exactly one of iterations and epochs")
         for name in ("iterations", "epochs"):
@@ -138,7 +145,9 @@ class ProxyTask(ABC):
 
     @abstractmethod
     def evaluate(self, model: Any, schedule: Schedule) -> dict[str, float]:
-        """COCO box metrics of the trained model on the task's validation data ("AP" at least)."""
+        """COCO box metrics of the trained model on the split `schedule.split` names ("AP" at least): "val"
+        is the search-val data every selection sees, "test" held-out data that no selection sees. A task
+        with one evaluation set must refuse "test" rather than answer it with search-val."""
 
     def check(self) -> None:
         """Raise `TaskError` for what cannot work (a missing file, a preset without its data) before any

@@ -7,10 +7,9 @@ the best named loss, not only the default.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from autoloss.data_specs import is_generated
+from autoloss.data_specs import data_names, is_known_data
 from autoloss.errors import AutolossError
 from autoloss.spaces.branches import DETECTOR_CLS_BRANCH as DETECTOR_BRANCH
 from autoloss.spaces.named import DEFAULTS, NAMED, PUBLISHED
@@ -58,8 +57,10 @@ def plan_transfer(
         if d not in DETECTOR_BRANCH:
             raise TransferError(f"unknown detector {d!r}; detectors: {', '.join(DETECTOR_BRANCH)}")
     for data in datasets:
-        if not is_generated(data) and not Path(data).is_file():
-            raise TransferError(f"dataset {data!r} is neither 'shapes' nor an existing COCO JSON file")
+        if not is_known_data(data):
+            raise TransferError(
+                f"dataset {data!r} is neither a dataset name ({data_names()}) nor an existing COCO JSON file"
+            )
     if seeds < 1:
         raise TransferError(f"--seeds must be positive, got {seeds}")
     found_cls = Loss.resolve(cls_loss) if cls_loss not in (None, "default") else None

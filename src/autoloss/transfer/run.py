@@ -1,6 +1,7 @@
-"""Run a transfer plan: every (detector, dataset) cell through the proxy runner, results cached on disk
-(`<out>/cells/<detector>-<dataset>/evaluations.jsonl`), so an interrupted transfer re-run with the same
-`--out` trains only what is missing."""
+"""Run a transfer plan: every (detector, dataset) cell through the proxy runner, trained on train and
+scored on the test split, results cached on disk (`<out>/cells/<detector>-<dataset>-...-<hash>/
+evaluations.jsonl`, keyed by the data's content and the resolved settings: `runs.cell_cache`), so an
+interrupted transfer re-run with the same `--out` trains only what is missing."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from autoloss.data_specs import is_generated
+from autoloss.data_specs import is_builtin, is_generated
 from autoloss.evolution.config import SearchConfig, TaskConfig
 from autoloss.evolution.proxy import ProxyRunner
 from autoloss.executors import make_executor
+from autoloss.runs.cell_cache import cell_folder, identity
 from autoloss.runs.rundir import RunDir
 from autoloss.tasks import DEFAULT_TASK
 from autoloss.transfer.plan import TransferPlan
@@ -21,8 +23,11 @@ PROXY_ITERATIONS = TaskConfig().iterations or 300
 
 
 def data_stem(data: str) -> str:
-    """A short name for a dataset spec: a generated dataset's name, else the COCO JSON's folder."""
-    return data if is_generated(data) else Path(data).parent.name or Path(data).stem
+    """A short, readable name for a dataset spec: a generated or built-in dataset's name, else the COCO
+    JSON's folder (only for reading: caches are keyed by content, `runs.cell_cache`)."""
+    if is_generated(data) or is_builtin(data):
+        return data
+    return Path(data).parent.name or Path(data).stem
 
 
 def safe_name(text: str) -> str:
@@ -92,13 +97,13 @@ def run_transfer(
         for detector, data in plan.cells():
             # The length is part of the name: the cache must never answer for another schedule.
             length = f"{length_iters}it" if length_iters is not None else f"{length_epochs}ep"
-            cell_dir = out / "cells" / f"{cell_name(detector, data)}-{backbone}-{length}{task_suffix(task)}"
-            cell_dir.mkdir(parents=True, exist_ok=True)
             cfg = cell_config(detector, data, length_iters, length_epochs, device, backbone, task=task)
+            readable = f"{cell_name(detector, data)}-{backbone}-{length}{task_suffix(task)}"
+            cell_dir = cell_folder(out / "cells", readable, identity(cfg))
             runner = ProxyRunner(cfg, RunDir(cell_dir), executor.submit, executor.slots, on_done=progress)
             rows = plan.rows[detector]
             jobs = [(r.cls, r.reg, s) for r in rows for s in plan.seeds]
-            results = runner.evaluate(jobs)
+            results = runner.evaluate(jobs, split="test")
             for (cls_, reg_, seed), res in zip(jobs, results, strict=True):
                 label = next(r.label for r in rows if (r.cls, r.reg) == (cls_, reg_))
                 records.append(
