@@ -146,3 +146,38 @@ def test_fidelity_end_to_end_on_tiny_tasks_and_reuses_finished_trainings(tmp_pat
     assert [
         p.read_text() for p in sorted(out.glob("tasks/*/evaluations.jsonl"))
     ] == cached  # nothing retrained
+
+
+def test_every_panel_label_shows_the_expression_it_trains():
+    from autoloss.fidelity import default_panel
+    from autoloss.fidelity.report import markdown
+
+    for branch in ("cls-sigmoid", "cls-softmax"):
+        panel = default_panel(branch)
+        scores = {"t": {e.label: {"mean": 0.1, "aps": [0.1]} for e in panel}}
+        rows = markdown(scores, [], panel, ["t"]).splitlines()
+        for e in panel:
+            (row,) = [r for r in rows if r.startswith(f"| {e.label} |")]
+            # the full expression each entry trains, never a shortened or stale one
+            assert f"{e.cls}` |" in row and f"{e.reg}` |" in row
+    tanh_log = next(e for e in default_panel("cls-sigmoid") if e.label == "tanh-log-reg")
+    assert "Div(U,Tanh(3))" in tanh_log.reg
+
+
+def test_noise_ceiling_and_seed_bootstrap_by_hand():
+    import math
+
+    from autoloss.fidelity.ranks import noise_ceiling, tau_over_losses_and_seeds
+
+    # two seeds that rank 4 losses identically: the target agrees with itself perfectly
+    same = [[0.1, 0.1], [0.2, 0.2], [0.3, 0.3], [0.4, 0.4]]
+    assert noise_ceiling(same) == 1.0
+    # seed 2 reverses seed 1: the only split (seed 1 | seed 2) gives tau = -1
+    reversed_ = [[0.1, 0.4], [0.2, 0.3], [0.3, 0.2], [0.4, 0.1]]
+    assert noise_ceiling(reversed_) == -1.0
+    assert math.isnan(noise_ceiling([[0.1], [0.2], [0.3]]))
+    # resampling seeds too widens the interval when the seeds disagree
+    lo, hi = tau_over_losses_and_seeds(same, reversed_, resamples=300)
+    assert -1.0 <= lo < 0 < hi <= 1.0
+    lo, hi = tau_over_losses_and_seeds(same, same, resamples=300)
+    assert lo >= 0.0 and hi == 1.0

@@ -67,7 +67,7 @@ def training_options(default_out: str) -> Callable[[Callable[..., Any]], Callabl
 # Training settings that `train` and `search` share, with the same names: (option, click kwargs).
 # `search` passes them to its proxy task as settings; `train` puts them in the experiment config.
 TRAINING_SETTINGS: list[tuple[str, dict[str, Any]]] = [
-    ("--val-data", {"default": None, "help": "A second COCO JSON for validation (COCO's two-file layout)."}),
+    ("--val-data", {"default": None, "help": "A second COCO JSON: the test split (COCO val2017)."}),
     ("--val-images", {"type": click.Path(), "default": None, "help": "Image folder of --val-data."}),
     ("--train-subset", {"type": int, "default": None, "help": "Train on N random training images (seeded)."}),
     (

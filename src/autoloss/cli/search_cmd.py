@@ -45,7 +45,8 @@ def _positive(ctx, param, value):
 @click.option(
     "--data",
     default=None,
-    help="'shapes', 'shapes-dense' (built in) or a COCO annotations JSON [shapes-dense].",
+    help="A dataset name (autoloss data list) or a COCO annotations JSON; a single proxy task instead of "
+    "the default's two [fcos:bccd:128:300 and fcos:thermal:128:300].",
 )
 @click.option("--images", default=None, help="Image folder for --data JSON [the JSON's folder].")
 @click.option(
@@ -228,6 +229,17 @@ def search(**opts: Any) -> None:
         backend["trial_timeout_s"] = opts["trial_timeout"]
     filters = {"cpv": not opts["no_cpv"], "mos": not opts["no_mos"]}
     cfg = cfg.replace(evolution=evolution, task=task, backend=backend, filters=filters)
+    if cfg.task.proxy_tasks:
+        given = [f for f, k in (("--image-size", "image_size"), ("--proxy-iterations", "proxy_iterations"),
+                                ("--proxy-epochs", "proxy_epochs")) if opts[k] is not None]  # fmt: skip
+        if given:
+            from autoloss.evolution.config import ConfigError
+
+            raise ConfigError(
+                f"{', '.join(given)} set one task's size or length; the search trains the proxy tasks "
+                f"{', '.join(cfg.task.proxy_tasks)}: give SIZE and ITERATIONS in --proxy-task "
+                "DETECTOR:DATA:SIZE:ITERATIONS (or --data for a single task)"
+            )
     preflight(cfg)  # before the live display: a refusal is one line
     _run(
         lambda progress: run_search(cfg, opts["out"], overwrite=opts["overwrite"], progress=progress),

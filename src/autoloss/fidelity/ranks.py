@@ -86,3 +86,50 @@ def rank_agreement(
         "top1_in_target_top3": best in target_top3,
         "top3_overlap": top_k_overlap(x, y, 3),
     }
+
+
+def tau_over_losses_and_seeds(
+    proxy: list[list[float]], target: list[list[float]], *, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """95 % percentile interval of Kendall τ between the seed-mean scores of two tasks, resampling the losses
+    (paired) and, independently on each task, the seeds: both the choice of panel and the seed luck of each
+    training move τ. `proxy` / `target`: AP per loss, per seed."""
+    from scipy.stats import kendalltau
+
+    x = np.asarray(proxy, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y) or len(x) < 4:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    taus = np.empty(resamples)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(resamples):
+            losses = rng.integers(0, len(x), len(x))
+            sx = rng.integers(0, x.shape[1], x.shape[1])
+            sy = rng.integers(0, y.shape[1], y.shape[1])
+            t = kendalltau(x[losses][:, sx].mean(1), y[losses][:, sy].mean(1)).statistic
+            taus[i] = 0.0 if t != t else t  # a resample with every rank tied: no agreement
+    lo, hi = np.percentile(taus, [2.5, 97.5])
+    return (float(lo), float(hi))
+
+
+def noise_ceiling(aps: list[list[float]]) -> float:
+    """How well a task agrees with itself: the mean Kendall τ between the panel's ranking on one part of its
+    seeds and on the rest, over every split of the seeds into two non-empty parts (NaN with one seed). No
+    proxy can be expected to agree with a target better than the target's own seeds agree."""
+    import itertools
+
+    from scipy.stats import kendalltau
+
+    y = np.asarray(aps, dtype=np.float64)
+    n = y.shape[1] if y.ndim == 2 else 0
+    taus = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for k in range(1, n // 2 + 1):
+            for left in itertools.combinations(range(n), k):
+                right = [i for i in range(n) if i not in left]
+                t = kendalltau(y[:, list(left)].mean(1), y[:, right].mean(1)).statistic
+                taus.append(0.0 if t != t else t)
+    return float(np.mean(taus)) if taus else math.nan

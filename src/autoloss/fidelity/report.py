@@ -6,7 +6,7 @@ import statistics
 from typing import Any
 
 from autoloss.fidelity.panel import PanelEntry
-from autoloss.fidelity.ranks import rank_agreement
+from autoloss.fidelity.ranks import noise_ceiling, rank_agreement, tau_over_losses_and_seeds
 
 
 def scores_by_task(records: list[dict[str, Any]], panel: list[PanelEntry]) -> dict[str, dict[str, Any]]:
@@ -30,6 +30,10 @@ def agreement_table(proxy: dict[str, Any], target: dict[str, Any]) -> dict[str, 
     return {
         "labels": labels,
         **rank_agreement([proxy[k]["mean"] for k in labels], [target[k]["mean"] for k in labels]),
+        "kendall_tau_ci_seeds": tau_over_losses_and_seeds(
+            [proxy[k]["aps"] for k in labels], [target[k]["aps"] for k in labels]
+        ),
+        "target_ceiling": noise_ceiling([target[k]["aps"] for k in labels]),
     }
 
 
@@ -56,35 +60,47 @@ def markdown(
 ) -> str:
     """The agreement table, then every loss's mean AP on every task."""
     lines = [
-        "| proxy | target | losses | Kendall τ [95 % CI] | Spearman ρ [95 % CI] "
-        "| proxy's best in target's top 3 | top-3 overlap |",
-        "|---|---|---|---|---|---|---|",
+        "| proxy | target | losses | Kendall τ [95 % CI] | τ CI over losses and seeds "
+        "| target's noise ceiling | Spearman ρ [95 % CI] | proxy's best in target's top 3 | top-3 overlap |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        seeds_ci = r.get("kendall_tau_ci_seeds", (float("nan"),) * 2)
+        ceiling = r.get("target_ceiling", float("nan"))
         lines.append(
             f"| {r['proxy']} | {r['target']} | {r['n']} | "
             f"{_interval(r['kendall_tau'], r['kendall_tau_ci'])} | "
+            f"{'—' if seeds_ci[0] != seeds_ci[0] else f'[{seeds_ci[0]:+.2f}, {seeds_ci[1]:+.2f}]'} | "
+            f"{'— (one seed)' if ceiling != ceiling else f'{ceiling:+.2f}'} | "
             f"{_interval(r['spearman_rho'], r['spearman_rho_ci'])} | "
             f"{'yes' if r['top1_in_target_top3'] else 'no'} | {r['top3_overlap']:.2f} |"
         )
-    from autoloss.spaces.named import label as short
-
     lines += ["", "| loss | cls | reg | " + " | ".join(tasks) + " |", "|---|---|---|" + "---|" * len(tasks)]
     for e in panel:
         cells = []
         for t in tasks:
             cell = scores.get(t, {}).get(e.label)
             cells.append(f"{cell['mean']:.4f}" if cell else "—")
-        lines.append(
-            f"| {e.label} | `{short(e.cls, 40)}` | `{short(e.reg, 40)}` | " + " | ".join(cells) + " |"
-        )
+        # The expression each entry trains, in full: a label is a name, the text is what was trained.
+        lines.append(f"| {e.label} | `{_trained(e.cls)}` | `{_trained(e.reg)}` | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "mAP is COCO AP on each task's validation split, the mean over seeds; a training that diverged or "
-        "failed counts 0. τ and ρ intervals: paired bootstrap over the panel's losses (2,000 resamples). "
-        "One-stage classification losses, `bce` included, are multiplied by focal's α_t.",
+        "mAP is COCO AP on each proxy's search-val split and each target's test split (tasks marked @test), "
+        "the mean over seeds; a training that diverged or failed counts 0. τ and ρ intervals: paired "
+        "bootstrap over the panel's losses (2,000 resamples); the second τ interval also resamples each "
+        "task's seeds. The noise ceiling is τ between the target's ranking on one part of its seeds and on "
+        "the rest (mean over the ways to split them): a proxy cannot be expected to agree with a target "
+        "better than that. One-stage classification losses, `bce` included, are multiplied by focal's α_t.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _trained(text: str) -> str:
+    """A panel entry's loss as trained: "default", a named loss's name and expression, or the expression."""
+    from autoloss.spaces.named import name_of
+
+    name = name_of(text) if text != "default" else None
+    return f"{name}: {text}" if name else text
 
 
 def scatter_plot(scores: dict[str, dict[str, Any]], rows: list[dict[str, Any]], path) -> None:

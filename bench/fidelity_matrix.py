@@ -1,0 +1,162 @@
+"""Which real-data proxy configuration ranks losses like real training? One cached matrix, scored by
+leave-one-dataset-out Kendall τ.
+
+The 14-loss panel is trained on every built-in real set at each candidate proxy protocol (scored on
+search-val, as a search selects) and at a fixed target protocol (1,500 iterations, 256 px, >= 3 seeds,
+trained on train, scored on test). A candidate configuration is a set of proxy protocols; its ranking of the
+panel is the mean over its tasks of each loss's AP relative to the default's (the search's multi-task
+fitness). Leave-one-dataset-out: the configuration built from the *other* sets is compared with the left-out
+set's target, so a configuration is never scored against data it was built from. Each target's noise ceiling
+is τ between two disjoint halves of its seeds (bootstrap over seed assignments). Aquarium, when given
+(--heldout), is only ever a target: measured once, for the chosen configuration and a baseline.
+
+    .venv/bin/python bench/fidelity_matrix.py train [--stage proxies|targets|all]   # cached, resumable
+    .venv/bin/python bench/fidelity_matrix.py report                                 # tables from the cache
+
+Trainings are cached under --out (default ~/.cache/autoloss/fidelity-matrix, outside the work tree), keyed
+by the data's content and the resolved settings, so a later session resumes instead of repeating.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+from autoloss.fidelity import default_panel, parse_task, train_panel
+from autoloss.fidelity.ranks import rank_agreement
+
+SETS = ("bccd", "microcontrollers", "thermal")
+PROXIES = ("128:300", "256:300")  # SIZE:ITERATIONS of each candidate proxy protocol
+TARGET = "256:1500"
+PROXY_SEEDS = (0, 1)
+TARGET_SEEDS = (0, 1, 2)
+DEFAULT_OUT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "autoloss" / "fidelity-matrix"
+
+
+def tasks(stage: str) -> list[tuple[object, tuple[int, ...]]]:
+    """(TaskSpec, seeds) to train, proxies first (cheap, and what the choice needs first)."""
+    out = []
+    if stage in ("proxies", "all"):
+        out += [(parse_task(f"fcos:{d}:{p}"), PROXY_SEEDS) for p in PROXIES for d in SETS]
+    if stage in ("targets", "all"):
+        out += [(parse_task(f"fcos:{d}:{TARGET}", split="test"), TARGET_SEEDS) for d in SETS]
+    return out
+
+
+def train(out: Path, stage: str, workers: int) -> None:
+    pairs = [(e.cls, e.reg) for e in default_panel("cls-sigmoid")]
+    for spec, seeds in tasks(stage):
+        t0 = time.time()
+        records = train_panel([spec], pairs, list(seeds), out, workers=workers)
+        ok = sum(r["status"] == "ok" for r in records)
+        print(f"{spec.name}: {len(records)} trainings ({ok} ok) in {time.time() - t0:.0f} s", flush=True)
+
+
+def _aps(out: Path, spec, seeds) -> dict[str, list[float]] | None:
+    """AP per panel label and seed from the cache (nothing is trained), None where a cell is incomplete."""
+    from autoloss.evolution.fitness import ap_of
+    from autoloss.evolution.proxy import eval_id
+    from autoloss.runs.cell_cache import cell_folder, identity
+
+    journal = cell_folder(out / "tasks", spec.protocol, identity(spec.config())) / "evaluations.jsonl"
+    if not journal.is_file():
+        return None
+    cache = {}
+    for line in journal.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        cache[record["id"]] = record["result"]
+    got = {}
+    for e in default_panel("cls-sigmoid"):
+        results = [cache.get(eval_id(e.cls, e.reg, s, 1, "cpu", spec.split)) for s in seeds]
+        if any(r is None for r in results):
+            return None
+        got[e.label] = [ap_of(r) for r in results]
+    return got
+
+
+def relative(aps: dict[str, list[float]]) -> dict[str, float]:
+    base = statistics.fmean(aps["default"]) or 1e-9
+    return {k: statistics.fmean(v) / base for k, v in aps.items()}
+
+
+def report(out: Path) -> str:
+    cells = {}
+    for spec, seeds in tasks("all"):
+        got = _aps(out, spec, seeds)
+        if got is not None:
+            cells[(spec.data, f"{spec.image_size}:{spec.iterations}", spec.split)] = got
+    lines = [
+        "| configuration (proxy tasks) | left-out set | τ vs its target [95 % CI] | target noise ceiling |"
+    ]
+    lines.append("|---|---|---|---|")
+    for protocol in PROXIES:
+        for held in SETS:
+            target = cells.get((held, TARGET, "test"))
+            others = [d for d in SETS if d != held]
+            proxies = [cells.get((d, protocol, "val")) for d in others]
+            if target is None or any(p is None for p in proxies):
+                lines.append(f"| {protocol} on {'+'.join(others)} | {held} | (not trained yet) | |")
+                continue
+            rel = [relative(p) for p in proxies]
+            labels = list(target)
+            score = [statistics.fmean(r[k] for r in rel) for k in labels]
+            goal = [statistics.fmean(target[k]) for k in labels]
+            tau = rank_agreement(score, goal)
+            ceiling = noise_ceiling(target)
+            lines.append(
+                f"| {protocol} on {'+'.join(others)} | {held} | {tau['tau']:+.2f} "
+                f"[{tau['tau_ci'][0]:+.2f}, {tau['tau_ci'][1]:+.2f}] | {ceiling:+.2f} |"
+            )
+    for (data, protocol, split), aps in sorted(cells.items()):
+        lines.append(
+            f"\n{data} {protocol} ({split}): "
+            + ", ".join(f"{k} {statistics.fmean(v):.4f}" for k, v in aps.items())
+        )
+    return "\n".join(lines)
+
+
+def noise_ceiling(aps: dict[str, list[float]]) -> float:
+    """Mean τ between the panel's ranking on one seed and on the others, over every such split of the
+    target's seeds: how well the target agrees with itself."""
+    from scipy.stats import kendalltau
+
+    labels = list(aps)
+    n = len(next(iter(aps.values())))
+    taus = []
+    for k in range(1, n // 2 + 1):
+        for left in itertools.combinations(range(n), k):
+            right = [i for i in range(n) if i not in left]
+            a = [statistics.fmean(aps[x][i] for i in left) for x in labels]
+            b = [statistics.fmean(aps[x][i] for i in right) for x in labels]
+            taus.append(kendalltau(a, b).statistic)
+    return statistics.fmean(taus)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", choices=("train", "report"))
+    parser.add_argument("--stage", choices=("proxies", "targets", "all"), default="all")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if args.command == "train":
+        train(args.out, args.stage, args.workers)
+    else:
+        text = report(args.out)
+        print(text)
+        (args.out / "matrix.md").write_text(text + "\n")
+        print(json.dumps({"out": str(args.out)}))
+
+
+if __name__ == "__main__":
+    main()
