@@ -163,3 +163,37 @@ def test_a_builtin_name_and_its_file_share_one_cache(tmp_path):
     by_name = identity(_cfg("thermal"))
     by_file = identity(_cfg(annotation_file("thermal")))
     assert cell_folder(tmp_path, "t", by_name) == cell_folder(tmp_path, "t", by_file)
+
+
+def test_a_tiny_search_on_a_builtin_set_reports_on_its_test_split(tmp_path):
+    import autoloss
+
+    summary = autoloss.search(
+        tmp_path / "run",
+        budget="smoke",
+        evolution={
+            "branch": "reg",
+            "generations": 1,
+            "offspring": 60,
+            "top_k": 1,
+            "parents": 1,
+            "final_seeds": 2,
+        },
+        task={"settings": {"preset": "tiny", "data": "bccd", "image_size": 64}, "iterations": 4},
+        backend={"backend": "serial"},
+    )
+    assert summary["split"] == "test"
+    splits = json.loads((tmp_path / "run" / "splits.json").read_text())
+    assert splits["task"] == {
+        "data": "bccd",
+        "method": "upstream train/val/test",
+        "train": 205,
+        "val": 87,
+        "test": 72,
+    }
+    text = (tmp_path / "run" / "best" / "summary.md").read_text()
+    assert "test split" in text and "205 / 87 / 72" in text
+    assert summary["verdict"].startswith("Too few seeds for a claim (2 < 5")
+    # the final's trainings are scored on test, the rungs' on search-val: separate journal entries
+    records = [json.loads(x) for x in (tmp_path / "run" / "evaluations.jsonl").read_text().splitlines()]
+    assert {r.get("split", "val") for r in records} == {"val", "test"}

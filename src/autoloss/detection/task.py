@@ -138,6 +138,9 @@ class DetectionTask(ProxyTask):
         except ValueError as err:
             raise TaskError(str(err)) from None
 
+    def describe_data(self) -> dict[str, Any]:
+        return {"data": self.experiment.data, **self.data().describe()}
+
     def data(self) -> DataSplit:
         if self._data is None:
             self._data = load_experiment_data(self.experiment)

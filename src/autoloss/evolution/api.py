@@ -33,6 +33,9 @@ RUNTIME_OVERRIDES = {
 }
 
 
+SPLITS = "splits.json"
+
+
 def default_run_dir() -> Path:
     return Path("runs") / time.strftime("search-%Y%m%d-%H%M%S")
 
@@ -77,6 +80,7 @@ def run_search(
     with RunLock(path):
         run = RunDir.create(path, cfg.to_dict(), overwrite=overwrite)
         run.write_text(fingerprint.INPUTS, _json(fingerprint.record(_inputs(cfg))))
+        run.write_text(SPLITS, _json(describe_splits(cfg)))
         summary = Search(cfg, run, progress).run_all()
     return summary, run
 
@@ -109,8 +113,22 @@ def resume_search(
     return summary, run
 
 
+def _tasks(cfg: SearchConfig) -> list[tuple[str, Any]]:
+    """(label, task) of every proxy task the search trains ("" labels a single task)."""
+    from autoloss.evolution.config import cached_task
+    from autoloss.evolution.proxy import sub_tasks
+
+    return [(t.label, cached_task(cfg.task.name, t.settings)) for t in sub_tasks(cfg)]
+
+
 def _inputs(cfg: SearchConfig) -> dict[str, dict[str, Any]]:
-    return fingerprint.fingerprint(cfg.load_task().input_files())
+    files = [f for _, task in _tasks(cfg) for f in task.input_files()]
+    return fingerprint.fingerprint(list(dict.fromkeys(files)))
+
+
+def describe_splits(cfg: SearchConfig) -> dict[str, Any]:
+    """How each proxy task's data is split into train / search-val / test (`splits.json` of a run)."""
+    return {label or "task": task.describe_data() for label, task in _tasks(cfg)}
 
 
 def _json(doc: dict[str, Any]) -> str:

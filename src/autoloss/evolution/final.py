@@ -87,6 +87,7 @@ def final_comparison(search: Any, proxies: ProxyRunner) -> dict[str, Any]:
         ],
         "final_multiplier": top.multiplier,
         "split": FINAL_SPLIT,
+        "splits": _splits(search.run.path),
         "found_kind": kind,
         "verdict": verdict(table, kind, len(seeds), cut),
         "cut_short": cut,
@@ -200,3 +201,15 @@ def _phrase(gain: dict[str, Any]) -> str:
     from autoloss.stats import describe_gain
 
     return describe_gain(gain)
+
+
+def _splits(run_path: Any) -> dict[str, Any]:
+    """The run's `splits.json` (how each task's data was split), {} where it has none."""
+    import json
+    from pathlib import Path
+
+    path = Path(run_path) / "splits.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}

@@ -109,6 +109,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         cls_s, reg_s = short(row["cls"], 200), short(row["reg"], 200)
         lines.append(f"| {label} | `{cls_s}` | `{reg_s}` | {fmt_row(row)} | {gain_s} | {verdict_s} |")
     lines += per_task_lines(table)
+    lines += split_lines(summary.get("splits") or {})
     lines += ["", summary.get("verdict") or ""]
     named = best_named_verdict(summary)
     if named:
@@ -117,6 +118,17 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     if summary.get("stopped"):
         lines += ["", f"The generations stopped early: {summary['stopped']}."]
     return "\n".join(lines) + "\n"
+
+
+def split_lines(splits: dict[str, Any]) -> list[str]:
+    """One line per task: its train / search-val / test sizes and how they were made."""
+    described = {k: v for k, v in splits.items() if v}
+    if not described:
+        return []
+    lines = ["", "Splits (train / search-val / test images):"]
+    for name, d in described.items():
+        lines.append(f"- {name}: {d.get('train')} / {d.get('val')} / {d.get('test')} — {d.get('method', '')}")
+    return lines
 
 
 def per_task_lines(table: dict[str, dict[str, Any]]) -> list[str]:

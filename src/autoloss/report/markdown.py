@@ -109,9 +109,15 @@ def write_report(path: str | Path, top: int = 5) -> Path:
     hall = run.path / "hall_of_fame.csv"
     if hall.is_file():
         rows = list(csv.DictReader(hall.open()))
-        lines += ["## Top losses (highest rung reached, then mean mAP over that rung's seeds)", ""]
+        lines += [
+            "## Top losses (highest rung reached, then mean fitness over that rung's seeds)",
+            "",
+            "Fitness: COCO AP on the search-val split (with several proxy tasks, the mean over tasks of AP "
+            "relative to the default's); the final table above is on the test split.",
+            "",
+        ]
         if baseline is not None:
-            lines += [f"Default losses at rung 0: mAP {baseline:.4f}.", ""]
+            lines += [f"Default losses at rung 0: fitness {baseline:.4f}.", ""]
         rung_cols = [k for k in (rows[0] if rows else {}) if k.startswith("rung") and k.endswith("_ap")]
         for b in sorted({r["branch"] for r in rows}):
             lines += [f"### {b}", ""]

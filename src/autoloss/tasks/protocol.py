@@ -159,6 +159,11 @@ class ProxyTask(ABC):
         hashes, and a resume against changed ones is refused. The default names none."""
         return []
 
+    def describe_data(self) -> dict[str, Any]:
+        """How the task's data was split (sizes of train / search-val / test and the method), for the run
+        directory and its tables. The default describes nothing."""
+        return {}
+
     def default_length(self) -> tuple[int | None, int | None]:
         """(iterations, epochs) the task trains for when the caller gives no length; (None, None) where it
         has no default, and the caller must give one."""

@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from autoloss.data_specs import is_generated
+from autoloss.data_specs import is_builtin, is_generated
 from autoloss.stats import paired_comparison
 
 METRICS = ("AP", "AP50", "AP75")
@@ -50,12 +50,15 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     from autoloss.spaces.named import label as short
 
     lines = [
+        "COCO AP on each dataset's test split (images no selection saw), trained on its train split; "
+        "mean ± std over seeds, gains paired over seeds.",
+        "",
         "| detector | data | losses | cls | reg | mAP | AP50 | AP75 | Δ mAP vs default [95 % CI] | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         gain = r.get("vs_default")
-        data = r["data"] if is_generated(r["data"]) else Path(r["data"]).parent.name
+        data = r["data"] if is_generated(r["data"]) or is_builtin(r["data"]) else Path(r["data"]).parent.name
         cells = [f"{r[f'{m}_mean']:.4f} ± {r[f'{m}_std']:.4f}" for m in METRICS]
         cells += list(gain_cells(gain))
         head = [r["detector"], data, r["label"], f"`{short(r['cls'], 40)}`", f"`{short(r['reg'], 40)}`"]
