@@ -102,3 +102,27 @@ def test_tiny_transfer_writes_tables_and_reuses_finished_trainings(tmp_path):
     before = cache.read_text()
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0 and cache.read_text() == before
+
+
+def test_transfer_and_fidelity_take_the_search_task_options(tmp_path):
+    """--preset, --backbone-weights, --resize, training settings: the same flags and meaning as `search`,
+    parsed by one function (cli.common.task_settings), and part of each cell's cache key."""
+    from autoloss.fidelity.tasks import parse_task
+    from autoloss.runs.cell_cache import identity
+    from autoloss.transfer.run import cell_config
+
+    extra = {"preset": "tiny", "train": {"lr": 0.01}, "image_size": 96}
+    cfg = cell_config("fcos", "thermal", 10, None, "cpu", "tiny", extra=extra)
+    resolved = cfg.load_task().config()
+    assert resolved["preset"] == "tiny" and resolved["train"]["lr"] == 0.01 and resolved["image_size"] == 96
+    assert resolved["data"] == "thermal"
+    spec = parse_task("fcos:thermal:128:10", extra=extra)
+    assert spec.config().load_task().config()["image_size"] == 128  # the task's own SIZE wins
+    plain = parse_task("fcos:thermal:128:10")
+    assert identity(spec.config()) != identity(plain.config())  # another setting: another cache
+    r = CliRunner().invoke(
+        cli,
+        ["transfer", "--cls-loss", "bce", "--detectors", "fcos", "--data", "thermal", "--lr", "-1",
+         "--out", str(tmp_path)],
+    )  # fmt: skip
+    assert r.exit_code == 2 and "lr" in r.output and "Traceback" not in r.output

@@ -139,6 +139,16 @@ def training_settings(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def shared_task_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--preset, --backbone and the training settings, for the commands that train given tasks (fidelity,
+    transfer) with the same options `search` takes; `task_settings` turns them into task settings."""
+    fn = training_settings(fn)
+    fn = click.option(
+        "--backbone", type=click.Choice(["tiny", "resnet18", "resnet50"]), default="tiny", show_default=True
+    )(fn)
+    return click.option("--preset", default=None, help="The training to start from (autoloss presets).")(fn)
+
+
 def given_settings(opts: dict[str, Any]) -> dict[str, Any]:
     """The shared training settings the user gave (a flag left off is None, not False)."""
     names = (setting_name(option) for option, _ in TRAINING_SETTINGS)

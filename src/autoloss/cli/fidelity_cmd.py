@@ -7,9 +7,15 @@ from pathlib import Path
 
 import click
 
-from autoloss.cli.common import checked_task_name, fail_on_user_error, training_options
+from autoloss.cli.common import (
+    checked_task_name,
+    fail_on_user_error,
+    shared_task_options,
+    task_settings,
+    training_options,
+)
 
-DEFAULT_PROXY = "fcos:shapes:128:300"
+DEFAULT_PROXY = "fcos:bccd:128:300"
 
 
 @click.command()
@@ -48,10 +54,23 @@ DEFAULT_PROXY = "fcos:shapes:128:300"
     help="Include the built-in panel: defaults, named and published losses, hand-made variants.",
 )
 @click.option("--seeds", type=int, default=2, show_default=True, help="Seeds per loss and task.")
+@shared_task_options
 @training_options("runs/fidelity")
 @fail_on_user_error
 def fidelity(
-    proxies, targets, from_run, survivors, losses, panel, seeds, workers, backend, device, task_name, out
+    proxies,
+    targets,
+    from_run,
+    survivors,
+    losses,
+    panel,
+    seeds,
+    workers,
+    backend,
+    device,
+    task_name,
+    out,
+    **opts,
 ) -> None:
     """Train a panel of losses on a proxy and on target tasks; report Kendall τ and Spearman ρ (bootstrap
     95 % CIs), top-1 / top-3 agreement, a table (fidelity.md) and a scatter plot (fidelity.png)."""
@@ -67,9 +86,11 @@ def fidelity(
     if seeds < 1 or workers < 1 or survivors < 0:
         raise FidelityError("--seeds and --workers must be positive, --survivors at least 0")
     task_name = checked_task_name(task_name)
-    proxy_tasks = [parse_task(t, task=task_name) for t in (proxies or (DEFAULT_PROXY,))]
+    extra = task_settings(opts)  # the same task options as `autoloss search` (preset, weights, resize, ...)
+    backbone = extra.pop("backbone", "tiny")
+    proxy_tasks = [parse_task(t, backbone, task_name, extra=extra) for t in (proxies or (DEFAULT_PROXY,))]
     # Targets report AP on their test split: images no selection (and no proxy) was scored on.
-    target_tasks = [parse_task(t, task=task_name, split="test") for t in targets]
+    target_tasks = [parse_task(t, backbone, task_name, "test", extra) for t in targets]
     branches = {DETECTOR_BRANCH[t.detector] for t in [*proxy_tasks, *target_tasks]}
     if len(branches) > 1:
         raise FidelityError(

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import click
 
-from autoloss.cli.common import checked_task_name, fail_on_user_error, training_options
+from autoloss.cli.common import (
+    checked_task_name,
+    fail_on_user_error,
+    shared_task_options,
+    task_settings,
+    training_options,
+)
 from autoloss.evolution.config import TaskConfig
 
 
@@ -28,9 +34,9 @@ def _split(value: str) -> list[str]:
 @click.option(
     "--data",
     "datasets",
-    default="shapes",
+    default="microcontrollers",
     show_default=True,
-    help="Comma-separated datasets: shapes and/or COCO annotation JSON files.",
+    help="Comma-separated datasets: names (autoloss data list) and/or COCO annotation JSON files.",
 )
 @click.option("--seeds", type=int, default=3, show_default=True, help="Seeds per cell.")
 @click.option(
@@ -48,15 +54,14 @@ def _split(value: str) -> list[str]:
     show_default=True,
     help="Training length as a multiple of the proxy's.",
 )
-@click.option(
-    "--backbone", type=click.Choice(["tiny", "resnet18", "resnet50"]), default="tiny", show_default=True
-)
+@click.option("--image-size", type=int, default=None, help="letterbox: image side [256 photos, 128 shapes].")
 @click.option(
     "--named/--no-named",
     default=True,
     show_default=True,
     help="Also train every named loss of each branch (the honest baselines).",
 )
+@shared_task_options
 @training_options("runs/transfer")
 @fail_on_user_error
 def transfer(
@@ -69,13 +74,13 @@ def transfer(
     iterations,
     epochs,
     schedule,
-    backbone,
     named,
     workers,
     backend,
     device,
     task_name,
     out,
+    **opts,
 ) -> None:
     """Train each detector on each dataset with the given losses, the defaults, the published CSE-Autoloss
     losses of the matching branch and the named losses; write a table (Markdown + CSV) and a bar plot."""
@@ -91,6 +96,8 @@ def transfer(
         cls_loss = cls_loss or _best(from_run, "cls")
         reg_loss = reg_loss or _best(from_run, "reg")
     plan = plan_transfer(cls_loss, reg_loss, _split(detectors), _split(datasets), seeds, named=named)
+    extra = task_settings(opts)  # the same task options as `autoloss search` (preset, weights, resize, ...)
+    backbone = extra.pop("backbone", "tiny")
     task_name = checked_task_name(task_name)
     console = Console(stderr=True)
     console.print(
@@ -118,6 +125,7 @@ def transfer(
         backbone=backbone,
         progress=progress,
         task=task_name,
+        settings=extra,
     )
     rows = aggregate(records)
     out_path = Path(out)

@@ -8,7 +8,7 @@ would select on), targets on test (held-out images).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ class TaskSpec:
     backbone: str = "tiny"
     task: str = DEFAULT_TASK  # the proxy task that trains it: the detection task or a user's built on it
     split: str = "val"  # what it is scored on: "val" (search-val) for proxies, "test" for targets
+    # further task settings, as `autoloss search` takes them from its flags (preset, weights, resize, ...)
+    extra: dict[str, Any] = field(default_factory=dict, compare=True, hash=False)
 
     @property
     def protocol(self) -> str:
@@ -52,11 +54,25 @@ class TaskSpec:
 
     def config(self, device: str = "cpu") -> SearchConfig:
         return cell_config(
-            self.detector, self.data, self.iterations, None, device, self.backbone, self.image_size, self.task
+            self.detector,
+            self.data,
+            self.iterations,
+            None,
+            device,
+            self.backbone,
+            self.image_size,
+            self.task,
+            self.extra,
         )
 
 
-def parse_task(text: str, backbone: str = "tiny", task: str = DEFAULT_TASK, split: str = "val") -> TaskSpec:
+def parse_task(
+    text: str,
+    backbone: str = "tiny",
+    task: str = DEFAULT_TASK,
+    split: str = "val",
+    extra: dict[str, Any] | None = None,
+) -> TaskSpec:
     """`DETECTOR:DATA:SIZE:ITERATIONS`, e.g. `fcos:bccd:256:300`; SIZE may be `native` (the dataset's own
     default). DATA is a dataset name (`autoloss data list`, or shapes / shapes-dense) or a COCO
     annotations JSON. `split` is what the task is scored on ("val" or "test")."""
@@ -64,7 +80,7 @@ def parse_task(text: str, backbone: str = "tiny", task: str = DEFAULT_TASK, spli
         t = parse_task_text(text)
     except TaskError as exc:
         raise FidelityError(str(exc)) from None
-    return TaskSpec(t.detector, t.data, t.image_size, t.iterations, backbone, task, split)
+    return TaskSpec(t.detector, t.data, t.image_size, t.iterations, backbone, task, split, dict(extra or {}))
 
 
 def train_panel(

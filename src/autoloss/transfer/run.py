@@ -57,10 +57,16 @@ def cell_config(
     backbone: str = "tiny",
     image_size: int | None = None,
     task: str = DEFAULT_TASK,
+    extra: dict[str, Any] | None = None,
 ) -> SearchConfig:
     """A cell is the search's proxy task with another detector, dataset, length (and image size); `task`
-    is the detection task or a user's task built on it (it takes the same settings)."""
-    settings = {"detector": detector, "backbone": backbone, "data": data, "image_size": image_size}
+    is the detection task or a user's task built on it (it takes the same settings). `extra` are further
+    task settings, as `autoloss search` takes them from its flags (`cli.common.task_settings`: preset,
+    weights file, resize, training settings under "train"); the cell's own detector, data, backbone and
+    image size win over them."""
+    extra = dict(extra or {})
+    size = image_size if image_size is not None else extra.get("image_size")
+    settings = {**extra, "detector": detector, "backbone": backbone, "data": data, "image_size": size}
     return SearchConfig().replace(
         task={
             "name": task,
@@ -85,8 +91,11 @@ def run_transfer(
     backbone: str = "tiny",
     progress: Callable[[dict[str, Any]], None] | None = None,
     task: str = DEFAULT_TASK,
+    settings: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train everything in `plan`; returns one record per (detector, dataset, row, seed)."""
+    """Train everything in `plan` (each cell on its dataset's train split, scored on test); `settings` are
+    further task settings for every cell (see `cell_config`). Returns one record per (detector, dataset,
+    row, seed)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     length_iters = None if epochs is not None else max(1, round((iterations or PROXY_ITERATIONS) * schedule))
@@ -97,7 +106,9 @@ def run_transfer(
         for detector, data in plan.cells():
             # The length is part of the name: the cache must never answer for another schedule.
             length = f"{length_iters}it" if length_iters is not None else f"{length_epochs}ep"
-            cfg = cell_config(detector, data, length_iters, length_epochs, device, backbone, task=task)
+            cfg = cell_config(
+                detector, data, length_iters, length_epochs, device, backbone, task=task, extra=settings
+            )
             readable = f"{cell_name(detector, data)}-{backbone}-{length}{task_suffix(task)}"
             cell_dir = cell_folder(out / "cells", readable, identity(cfg))
             runner = ProxyRunner(cfg, RunDir(cell_dir), executor.submit, executor.slots, on_done=progress)
