@@ -41,3 +41,71 @@ def test_verdicts_say_who_won_and_whether_it_beats_the_best_named_loss():
     close["vs_best_named"] = paired_comparison(close["ap"], named["ap"])
     text = verdict({"default": default, "best named": named, "found": close}, "new")
     assert "do not beat the best named loss (bce) beyond the seed noise" in text
+
+
+def _result(status, ap=None, reason=""):
+    return {"status": status, "reason": reason, "metrics": {"AP": ap} if ap is not None else {}}
+
+
+def test_a_failed_final_training_is_reported_never_counted_as_zero():
+    from autoloss.evolution.final import compare_rows, final_row
+    from autoloss.evolution.outputs import fmt_row, gain_cells
+    from autoloss.stats import describe_gain
+
+    seeds = [7, 8, 9]
+    runs = [
+        _result("ok", 0.2),
+        _result("failed", reason="RuntimeError: worker died\ntrace"),
+        _result("ok", 0.3),
+    ]
+    row = final_row(BCE, NEW, seeds, runs)
+    assert row["ap"] == [0.2, None, 0.3] and abs(row["mean"] - 0.25) < 1e-12  # not (0.2 + 0 + 0.3) / 3
+    assert row["failures"] == [{"seed": 8, "status": "failed", "reason": "RuntimeError: worker died"}]
+    assert fmt_row(row) == "0.2500 ± 0.0707 (1 failed)"
+    # a diverged training is a result about the loss: AP 0, listed
+    diverged = final_row(
+        BCE, NEW, seeds, [_result("ok", 0.2), _result("diverged", reason="nan"), _result("ok", 0.1)]
+    )
+    assert diverged["ap"] == [0.2, 0.0, 0.1] and diverged["failures"][0]["status"] == "diverged"
+    base = final_row("default", "default", seeds, [_result("ok", 0.1)] * 3)
+    gain = compare_rows(row, base)
+    assert gain["verdict"] == "cannot tell" and "seed(s) 8" in gain["reason"]
+    assert describe_gain(gain).startswith("cannot tell: a training failed on seed(s) 8")
+    assert gain_cells(gain)[1].startswith("cannot tell")
+    assert compare_rows(diverged, base)["n"] == 3  # a diverged seed is compared, as AP 0
+    everything_failed = final_row(BCE, NEW, seeds, [_result("failed", reason="x")] * 3)
+    assert everything_failed["mean"] is None and fmt_row(everything_failed) == "every training failed (3)"
+
+
+def test_too_few_seeds_and_a_cut_final_say_so():
+    default = _row("default", "default", [0.10, 0.11, 0.12])
+    named = _row(BCE, "default", [0.12, 0.13, 0.14])
+    named["vs_default"] = paired_comparison(named["ap"], default["ap"])
+    table = {"default": default, "found": named}
+    text = verdict(table, "named", n_seeds=3)
+    assert text.startswith("Too few seeds for a claim (3 < 5 held-out seeds): A named loss won")
+    cut = verdict(table, "named", n_seeds=3, cut="cut short by the time limit: 3 of 5 held-out seeds trained")
+    assert cut.endswith("The final was cut short by the time limit: 3 of 5 held-out seeds trained.")
+    assert not verdict(table, "named", n_seeds=5).startswith("Too few")
+
+
+def test_a_final_past_the_time_limit_trains_three_seeds_and_says_so(tmp_path):
+    import autoloss
+    from search_helpers import ECHO
+
+    summary = autoloss.search(
+        tmp_path / "run",
+        budget="smoke",
+        task={"name": f"{ECHO}:make_task", "iterations": 3},
+        evolution={
+            "branch": "reg",
+            "generations": 1,
+            "offspring": 60,
+            "final_seeds": 6,
+            "time_limit_s": 1e-6,
+        },
+        backend={"backend": "serial"},
+    )
+    assert len(summary["seeds"]) == 3 and summary["cut_short"].startswith("cut short by the time limit")
+    assert "The final was cut short by the time limit: 3 of 6" in summary["verdict"]
+    assert summary["stopped"].startswith("time limit")
