@@ -313,7 +313,16 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from autoloss.evolution.outputs import ALPHA_NOTE, best_named_verdict, final_heading, fmt_row, gain_cells
+    from autoloss.evolution.outputs import (
+        ALPHA_NOTE,
+        best_named_verdict,
+        final_heading,
+        fmt_row,
+        gain_cells,
+        per_task_lines,
+        split_lines,
+        value_heading,
+    )
     from autoloss.spaces.named import label as short
 
     console = Console()
@@ -321,7 +330,7 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
         console.print(f"No final table (the search stopped before it). Run directory: {path}")
         return
     table = Table(title=final_heading(summary))
-    for col in ("losses", "cls", "reg", "mAP mean ± std", "gain vs default [95 % CI]", "verdict"):
+    for col in ("losses", "cls", "reg", value_heading(summary), "gain vs default [95 % CI]", "verdict"):
         table.add_column(col, overflow="fold")
     for label, row in summary["table"].items():
         table.add_row(
@@ -332,6 +341,8 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
             *gain_cells(row.get("vs_default")),
         )
     console.print(table, markup=False, highlight=False)
+    for line in [*per_task_lines(summary["table"]), *split_lines(summary.get("splits") or {}), ""]:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     for line in (summary.get("verdict"), best_named_verdict(summary), ALPHA_NOTE):
         if line:
             console.print(line, markup=False)

@@ -78,10 +78,22 @@ def final_heading(summary: dict[str, Any]) -> str:
     seeds = ", ".join(map(str, summary["seeds"]))
     split = summary.get("split", "val")
     where = "the test split (images no selection saw)" if split == "test" else f"the {split} split"
+    what = f"Proxy mAP (COCO AP on {where})"
+    if multi_task(summary):
+        what = f"Fitness (the mean over the proxy tasks of COCO AP / the default's AP, on {where})"
     return (
-        f"Proxy mAP (COCO AP on {where}) at {mult}x the proxy length, on held-out seeds {seeds} "
+        f"{what} at {mult}x the proxy length, on held-out seeds {seeds} "
         "(no selection used them); gains are paired over seeds with a 95 % t interval:"
     )
+
+
+def multi_task(summary: dict[str, Any]) -> bool:
+    """Whether the final table's numbers are multi-task fitness (relative AP) rather than AP."""
+    return any(row.get("per_task") for row in summary.get("table", {}).values())
+
+
+def value_heading(summary: dict[str, Any]) -> str:
+    return "fitness mean ± std" if multi_task(summary) else "mAP mean ± std"
 
 
 def gain_cells(gain: dict[str, Any] | None) -> tuple[str, str]:
@@ -101,7 +113,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines = [
         final_heading(summary),
         "",
-        "| losses | cls | reg | mAP mean ± std | gain vs default [95 % CI] | verdict |",
+        f"| losses | cls | reg | {value_heading(summary)} | gain vs default [95 % CI] | verdict |",
         "|---|---|---|---|---|---|",
     ]
     for label, row in table.items():
