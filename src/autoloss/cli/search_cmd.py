@@ -77,7 +77,7 @@ def _positive(ctx, param, value):
     type=int,
     default=None,
     callback=_positive,
-    help="Best MOS scores per generation that get a proxy training [4].",
+    help="Best MOS scores per generation that get a proxy training [2].",
 )
 @click.option("--parents", type=int, default=None, callback=_positive, help="Parents per generation [4].")
 @click.option(

@@ -173,10 +173,10 @@ DEFAULT_PROXY_TASKS = ["fcos:bccd:128:300", "fcos:thermal:128:300"]
 
 # Named budgets: what `--budget` selects before individual flags override it.
 BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
-    # About 30 minutes on 2 CPU cores: 2 generations per branch, 3 rung-0 trainings each on both real
+    # About 30 minutes on 2 CPU cores: 2 generations per branch, 2 rung-0 trainings each on both real
     # proxy tasks, promotion to 2x on 2 more seeds, the final at 2x on 5 held-out seeds, AP on test.
     "default": {
-        "evolution": {"top_k": 3},
+        "evolution": {"top_k": 2},
         "task": {"proxy_tasks": list(DEFAULT_PROXY_TASKS)},
     },
     # About a minute: a first try and the end-to-end tests.
