@@ -149,3 +149,12 @@ def test_two_tasks_killed_mid_rung_resume_to_the_same_result(tmp_path):
     assert (whole / "hall_of_fame.csv").read_text() == (killed / "hall_of_fame.csv").read_text()
     ids = [json.loads(line)["id"] for line in (killed / "evaluations.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids))  # nothing trained twice
+
+
+def test_the_budget_counts_a_candidate_once_per_task(tmp_path):
+    # the anchors cost 4 pairs x 2 tasks = 8; one more candidate would cost 2 (one per task), past 9
+    search = {**SEARCH, "evolution": {**SEARCH["evolution"], "max_proxy_evals": 9, "final_seeds": 3}}
+    autoloss.search(tmp_path / "run", budget="smoke", **search)
+    records = [json.loads(x) for x in (tmp_path / "run" / "evaluations.jsonl").read_text().splitlines()]
+    rungs = [r for r in records if r.get("split", "val") == "val"]
+    assert sum(r["multiplier"] for r in rungs) == 8 and all(r["task"] in TASKS for r in rungs)

@@ -365,11 +365,12 @@ class Search:
         return promoted
 
     def affordable(self, proxies: ProxyRunner, cost: int, wanted: int) -> int:
-        """How many of `wanted` candidates costing `cost` units each fit in what is left of the budget."""
+        """How many of `wanted` candidates costing `cost` units each (on every proxy task) fit in what is
+        left of the budget."""
         ev = self.cfg.evolution
         if ev.max_proxy_evals is None:
             return wanted
-        return max(0, min(wanted, (ev.max_proxy_evals - proxies.count) // cost))
+        return max(0, min(wanted, (ev.max_proxy_evals - proxies.count) // (cost * len(proxies.tasks))))
 
     def _job(self, b: str, text: str, seed: int | None = None) -> tuple[str, str, int]:
         seed = self.rungs[0].seeds[0] if seed is None else seed
