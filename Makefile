@@ -5,7 +5,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: search test lint format venv clean
+.PHONY: search test test-quick lint format venv clean
 
 venv: $(STAMP)
 
@@ -24,8 +24,14 @@ lint: $(STAMP)
 	$(PY) -m ruff check src tests bench
 	$(PY) -m ruff format --check src tests bench
 
+# Both cores: one pytest worker per core; a test file stays on one worker (its module fixtures are built
+# once, and the kill-and-resume tests of a file never race each other).
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# While developing: everything but the tests marked slow (whole searches, kills, Ray), on both cores.
+test-quick: lint
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 format: $(STAMP)
 	$(PY) -m ruff format src tests bench
