@@ -46,7 +46,7 @@ def _data_options(fn: Any) -> Any:
         [
             click.option("--detector", type=DETECTOR_CHOICE, default=None, help="Detector [default: fcos]."),
             click.option("--backbone", type=BACKBONE_CHOICE, default=None, help="Backbone [default: tiny]."),
-            click.option("--data", default=None, help="Dataset name (autoloss data list) or COCO JSON [shapes]."),
+            click.option("--data", default=None, help="Dataset name or COCO JSON [shapes]."),
             click.option("--images", type=click.Path(), default=None, help="Image folder (default: JSON's)."),
             click.option(
                 "--image-size", type=int, default=None, help="Letterboxed size (128 shapes, 256 COCO)."
