@@ -24,14 +24,12 @@ lint: $(STAMP)
 	$(PY) -m ruff check src tests bench
 	$(PY) -m ruff format --check src tests bench
 
-# Both cores: one pytest worker per core; a test file stays on one worker (its module fixtures are built
-# once, and the kill-and-resume tests of a file never race each other).
 test: lint
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q
 
-# While developing: everything but the tests marked slow (whole searches, kills, Ray), on both cores.
+# While developing: everything but the tests marked slow (whole searches, kills, Ray).
 test-quick: lint
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
+	$(PY) -m pytest -q -m "not slow"
 
 format: $(STAMP)
 	$(PY) -m ruff format src tests bench
