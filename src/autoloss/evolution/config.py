@@ -296,13 +296,24 @@ def check_proxy_tasks(cfg: SearchConfig) -> None:
         raise ConfigError("--proxy-task gives each task's length in iterations; drop --proxy-epochs")
 
 
-def task_settings(cfg: SearchConfig) -> dict[str, Any]:
-    """The settings of the search's (first) proxy task: what decides its classification branch."""
+def proxy_task_settings(cfg: SearchConfig) -> list[tuple[str, dict[str, Any], int | None]]:
+    """(label, settings, iterations) of each proxy task the search trains: the task section alone (label
+    "", its own length), or one per `--proxy-task` text — the section's settings with the text's detector,
+    data and image size, and the text's length. The one place that turns the texts into tasks."""
     if not cfg.task.proxy_tasks:
-        return cfg.task.settings
+        return [("", cfg.task.settings, cfg.task.iterations)]
     from autoloss.tasks.spec import parse_task_text
 
-    return merged(cfg.task.settings, parse_task_text(cfg.task.proxy_tasks[0]).settings())
+    out = []
+    for text in cfg.task.proxy_tasks:
+        t = parse_task_text(text)
+        out.append((text, merged(cfg.task.settings, t.settings()), t.iterations))
+    return out
+
+
+def task_settings(cfg: SearchConfig) -> dict[str, Any]:
+    """The settings of the search's (first) proxy task: what decides its classification branch."""
+    return proxy_task_settings(cfg)[0][1]
 
 
 def check_task(cfg: SearchConfig) -> ProxyTask:
@@ -310,10 +321,8 @@ def check_task(cfg: SearchConfig) -> ProxyTask:
     try:
         task = cfg.load_task()
         task.check()
-        for text in cfg.task.proxy_tasks[1:]:
-            from autoloss.tasks.spec import parse_task_text
-
-            cached_task(cfg.task.name, merged(cfg.task.settings, parse_task_text(text).settings())).check()
+        for _, settings, _ in proxy_task_settings(cfg)[1:]:
+            cached_task(cfg.task.name, settings).check()
         given = (cfg.task.iterations, cfg.task.epochs) != (None, None)
         if not given and task.default_length() == (None, None):
             raise TaskError(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autoloss.errors import AutolossError
-from autoloss.evolution.config import SearchConfig, merged
+from autoloss.evolution.config import SearchConfig, proxy_task_settings
 from autoloss.evolution.engine import DEFAULT
 from autoloss.evolution.fitness import ap_of, combine
 from autoloss.evolution.work import proxy_task, trial_spec
@@ -28,7 +28,6 @@ from autoloss.executors.base import TrialTimeout, stop_task
 from autoloss.runs.failpoints import failpoint
 from autoloss.runs.rundir import RunDir
 from autoloss.tasks import Schedule
-from autoloss.tasks.spec import parse_task_text
 
 EVALUATIONS = "evaluations.jsonl"
 
@@ -99,13 +98,10 @@ def sub_tasks(cfg: SearchConfig) -> list[SubTask]:
     base = base_schedule(cfg)
     if not cfg.task.proxy_tasks:
         return [SubTask("", cfg.task.settings, base)]
-    out = []
-    for text in cfg.task.proxy_tasks:
-        t = parse_task_text(text)
-        settings = merged(cfg.task.settings, t.settings())
-        schedule = dataclasses.replace(base, iterations=t.iterations, epochs=None)
-        out.append(SubTask(text, settings, schedule))
-    return out
+    return [
+        SubTask(label, settings, dataclasses.replace(base, iterations=iterations, epochs=None))
+        for label, settings, iterations in proxy_task_settings(cfg)
+    ]
 
 
 class ProxyRunner:
@@ -119,7 +115,7 @@ class ProxyRunner:
         task: Callable[..., dict[str, Any]] = proxy_task,
     ):
         # The task travels to workers as its name and settings (they load it themselves).
-        self.task_name, self.settings = cfg.task.name, cfg.task.settings
+        self.task_name = cfg.task.name
         self.tasks = sub_tasks(cfg)
         self.schedule = base_schedule(cfg)
         self.device = cfg.task.device
