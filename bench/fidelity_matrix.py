@@ -59,19 +59,12 @@ def train(out: Path, stage: str, workers: int) -> None:
 def _aps(out: Path, spec, seeds) -> dict[str, list[float]] | None:
     """AP per panel label and seed from the cache (nothing is trained), None where a cell is incomplete."""
     from autoloss.evolution.fitness import ap_of
-    from autoloss.evolution.proxy import eval_id
+    from autoloss.evolution.proxy import EVALUATIONS, eval_id
     from autoloss.runs.cell_cache import cell_folder, identity
+    from autoloss.runs.rundir import RunDir
 
-    journal = cell_folder(out / "tasks", spec.protocol, identity(spec.config())) / "evaluations.jsonl"
-    if not journal.is_file():
-        return None
-    cache = {}
-    for line in journal.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        cache[record["id"]] = record["result"]
+    folder = cell_folder(out / "tasks", spec.protocol, identity(spec.config()))
+    cache = {r["id"]: r["result"] for r in RunDir(folder).read(EVALUATIONS)}
     got = {}
     for e in default_panel("cls-sigmoid"):
         results = [cache.get(eval_id(e.cls, e.reg, s, 1, "cpu", spec.split)) for s in seeds]

@@ -58,7 +58,7 @@ def final_comparison(search: Any, proxies: ProxyRunner) -> dict[str, Any]:
     cut = None
     if ev.time_limit_s is not None and search.elapsed() >= ev.time_limit_s and len(seeds) > 3:
         # Out of time: the fewest seeds a confidence interval needs, and the summary says so.
-        cut = f"cut short by the time limit: {3} of {len(seeds)} held-out seeds trained"
+        cut = f"cut short by the time limit: 3 of {len(seeds)} held-out seeds trained"
         seeds = seeds[:3]
     by_pair = proxies.evaluate_pairs(list(configs.values()), seeds, top.multiplier, split=FINAL_SPLIT)
     failpoint("final")
