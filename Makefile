@@ -24,12 +24,15 @@ lint: $(STAMP)
 	$(PY) -m ruff check src tests bench
 	$(PY) -m ruff format --check src tests bench
 
+# On every core (pytest-xdist); a module's tests stay on one worker so its shared fixtures run once.
+PARALLEL := -n auto --dist loadscope
+
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PARALLEL)
 
 # While developing: everything but the tests marked slow (whole searches, kills, Ray).
 test-quick: lint
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(PARALLEL) -m "not slow"
 
 format: $(STAMP)
 	$(PY) -m ruff format src tests bench

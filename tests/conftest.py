@@ -1,11 +1,37 @@
-"""Shared fixtures. GPU tests are marked `gpu` and skip where CUDA is absent."""
+"""Shared fixtures and collection order. GPU tests are marked `gpu` and skip where CUDA is absent.
+
+`make test` runs the suite on every core (pytest-xdist, `--dist loadscope`: a module's tests share one
+worker, so a module-scoped fixture such as a reference search is computed once). Modules with tests marked
+`slow` are collected first — those made only of slow tests (whole searches) before the others — so that the
+minute-long searches start at once on every worker and the quick tests fill the gaps at the end instead of
+one worker finishing a long search alone.
+"""
 
 from __future__ import annotations
+
+import os
+from collections import Counter
 
 import pytest
 
 
+def pytest_configure(config):
+    # Under pytest-xdist each worker is one of `-n` processes sharing the cores; torch's default of one
+    # intra-op thread per core would put two threads on every core and slow both workers down.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
+    tests, slow = Counter(_file(item) for item in items), Counter()
+    for item in items:
+        if "slow" in item.keywords:
+            slow[_file(item)] += 1
+    # Files whose tests are all slow (whole searches) first, then files with some slow tests; a stable
+    # sort, so files otherwise keep their order and each file its tests' order.
+    items.sort(key=lambda item: -slow[_file(item)] / tests[_file(item)])
     try:
         import torch
 
@@ -18,3 +44,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def _file(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]

@@ -92,7 +92,9 @@ def test_train_refuses_bad_coco_settings_in_one_line(tmp_path):
 def test_a_search_on_two_coco_files(tmp_path):
     data = _coco_two_files(tmp_path)
     out = tmp_path / "search"
+    # One generation of ten-iteration trainings: enough to train every kind of unit on the two files.
     args = ["search", "--budget", "smoke", *data, "--image-size", "64", "--backend", "serial"]
+    args += ["--generations", "1", "--proxy-iterations", "10"]
     r = CliRunner().invoke(cli, [*args, "--out", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "summary.json").read_text())

@@ -73,6 +73,9 @@ def test_a_tiny_search_with_the_example_task(tmp_path):
             "1x1",
             "--proxy-iterations",
             "4",
+            # ResNet-18 FPN is ~1 s a step at batch 8 on one core; the behaviour under test needs no more
+            "--batch-size",
+            "2",
             "--backend",
             "process",
             "--workers",
@@ -88,6 +91,8 @@ def test_a_tiny_search_with_the_example_task(tmp_path):
     assert cfg["task"]["name"] == name and cfg["task"]["settings"]["preset"] == "tiny"
     records = [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines()]
     assert records and all(rec["result"]["status"] == "ok" for rec in records)
-    r = CliRunner().invoke(cli, ["train", "--task", name, "--preset", "tiny", "--iterations", "3", "--json"])
+    r = CliRunner().invoke(
+        cli, ["train", "--task", name, "--preset", "tiny", "--iterations", "3", "--batch-size", "2", "--json"]
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output[r.output.index("{") :])["status"] == "ok"

@@ -126,6 +126,8 @@ def test_fidelity_end_to_end_on_tiny_tasks_and_reuses_finished_trainings(tmp_pat
         "default;Mul(0.1,Sub(1,Div(I,U)))",
         "--seeds",
         "1",
+        "--batch-size",
+        "4",
         "--backend",
         "serial",
         "--out",

@@ -20,13 +20,16 @@ from search_helpers import kill_search_after
 pytestmark = pytest.mark.slow
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
+ITERATIONS = 10
 
 
 def tiny(backend: str, workers: int = 2):
-    # One generation of the cls branch and one final seed: six proxy trainings of a few seconds each.
+    # One generation of the cls branch and one final seed, ten iterations a training: a dozen proxy
+    # trainings of about a second each.
     return budget_config("smoke").replace(
         evolution={"generations": 1, "branch": "cls", "final_seeds": 1},
         backend={"backend": backend, "workers": workers},
+        task={"iterations": ITERATIONS},
     )
 
 
@@ -116,6 +119,8 @@ def test_a_killed_process_backend_search_resumes_to_the_same_result(serial, tmp_
         "process",
         "--workers",
         "2",
+        "--proxy-iterations",
+        str(ITERATIONS),
     ]
     finished = kill_search_after(args, out, finished=3, timeout_s=240)
     evaluations = out / "evaluations.jsonl"

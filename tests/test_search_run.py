@@ -21,10 +21,17 @@ from search_helpers import kill_search_after
 pytestmark = pytest.mark.slow
 
 
+# Ten iterations instead of the smoke budget's 30: the trainings still differ from loss to loss (AP
+# 0.0004-0.015), which is all these tests read, at a third of the cost.
+ITERATIONS = 10
+
+
 def smoke(**evolution):
-    # One generation less than the smoke budget and a small final: enough to exercise every unit.
+    # Two generations (variation from the hall of fame, promotion, a combined pair) and a small final.
     return budget_config("smoke").replace(
-        evolution={"generations": 2, **evolution}, backend={"backend": "serial"}
+        evolution={"generations": 2, **evolution},
+        backend={"backend": "serial"},
+        task={"iterations": ITERATIONS},
     )
 
 
@@ -153,19 +160,15 @@ def test_promotion_accounting_rung_histories_and_held_out_seeds(reference):
         assert ranks == sorted(ranks, reverse=True)
 
 
-def test_same_seed_gives_the_same_search(reference, tmp_path):
-    summary, path = reference
-    again, run = run_search(smoke(), tmp_path / "again")
-    assert (Path(run.path) / "hall_of_fame.csv").read_text() == (path / "hall_of_fame.csv").read_text()
-    assert again["table"]["found"]["ap"] == summary["table"]["found"]["ap"]
-
-
 @pytest.mark.parametrize("where", ["baseline", "rung 1"])
 def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(reference, tmp_path, where):
+    # Also the same-seed test with real trainings: killed after the first anchors, the resumed search
+    # trains nearly everything again in another process and must arrive at the same hall of fame.
     summary, path = reference
     out = tmp_path / "killed"
     # The same settings as `smoke()`, through the CLI's flags.
     args = ["--budget", "smoke", "--generations", "2", "--backend", "serial"]
+    args += ["--proxy-iterations", str(ITERATIONS)]
     records = _read_jsonl(path / "evaluations.jsonl")
     # In the anchors' trainings, or in the middle of a promotion: after the first rung-1 training.
     finished = (

@@ -80,6 +80,8 @@ def test_tiny_transfer_writes_tables_and_reuses_finished_trainings(tmp_path):
         "2",
         "--iterations",
         "8",
+        "--batch-size",
+        "4",
         "--schedule",
         "1",
         "--no-named",

@@ -27,6 +27,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import MultiScaleRoIAlign
 
 from autoloss.detection.backbones import build_backbone
+from autoloss.detection.frame_transform import skip_identity_resize
 from autoloss.detection.loss_spec import resolve_loss
 from autoloss.detection.one_stage import LossFCOSHead, LossRetinaNetHead
 from autoloss.detection.two_stage import LossRoIHeads
@@ -195,7 +196,7 @@ def build_detector(
             finest_stride=8 if name != "faster_rcnn" else geo.rcnn_finest_stride,
         )
         model = _BUILDERS[name](body, num_classes, backbone, geo, transform, losses)
-    detector = Detector(model, name, backbone, num_classes, geo.name)
+    detector = Detector(skip_identity_resize(model), name, backbone, num_classes, geo.name)
     if weights is not None:
         load_weights(detector, weights)
     return detector
