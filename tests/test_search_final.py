@@ -24,6 +24,10 @@ def test_found_kind_tells_default_named_and_new_apart():
 def test_verdicts_say_who_won_and_whether_it_beats_the_best_named_loss():
     default = _row("default", "default", [0.10, 0.11, 0.12])
     assert "default losses won" in verdict({"default": default, "found": default}, "default")
+    nothing = verdict({"default": default, "found": default}, "nothing", n_seeds=2)
+    assert nothing.startswith("Nothing trained") and "won" not in nothing
+    only_anchors = verdict({"default": default, "found": default}, "default", trained_candidates=0)
+    assert only_anchors.startswith("No new candidate finished")
 
     named = _row(BCE, "default", [0.12, 0.13, 0.14])
     named["vs_default"] = paired_comparison(named["ap"], default["ap"])

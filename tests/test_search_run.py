@@ -192,6 +192,8 @@ def test_a_proxy_that_always_diverges_does_not_stop_the_search(tmp_path):
     statuses = {r["result"]["status"] for r in _read_jsonl(Path(run.path) / "evaluations.jsonl")}
     assert statuses <= {"diverged", "failed"} and "diverged" in statuses
     assert summary["table"]["found"]["mean"] == 0.0  # worst fitness, reported, not raised
+    # ... and not called a win of the default: nothing trained, so nothing won
+    assert summary["found_kind"] == "nothing" and summary["verdict"].startswith("Nothing trained")
     reasons = [e["reason"] for e in _read_jsonl(Path(run.path) / "events.jsonl") if e["stage"] == "proxy"]
     assert reasons and all(reasons)
 

@@ -128,3 +128,40 @@ def test_transfer_and_fidelity_take_the_search_task_options(tmp_path):
          "--out", str(tmp_path)],
     )  # fmt: skip
     assert r.exit_code == 2 and "lr" in r.output and "Traceback" not in r.output
+
+
+def _search_run(path, rungs: str, seed: int, final_seeds: int):
+    """A run directory as a finished search leaves it, as far as `transfer --from-run` reads it."""
+    import yaml
+
+    from autoloss.evolution.config import budget_config
+
+    cfg = budget_config("smoke").replace(evolution={"rungs": rungs, "seed": seed, "final_seeds": final_seeds})
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    (path / "best").mkdir()
+    (path / "best" / "cls.json").write_text(json.dumps({"expr": "x", "text": "Neg(Log(Sig(X)))"}))
+    (path / "best" / "reg.json").write_text(json.dumps({"expr": None, "text": "default"}))
+    return path
+
+
+def test_seeds_after_a_run_are_above_its_rung_and_final_seeds(tmp_path):
+    from autoloss.transfer.plan import seeds_after_run
+
+    # rungs use seeds 4 and 5-6, the final 7-11
+    assert seeds_after_run(_search_run(tmp_path / "a", "1x1,2x2", seed=4, final_seeds=5)) == 12
+    assert seeds_after_run(_search_run(tmp_path / "b", "1x3", seed=0, final_seeds=2)) == 5
+    with pytest.raises(TransferError, match=r"no config\.yaml"):
+        seeds_after_run(tmp_path / "nothing")
+
+
+def test_transfer_from_a_run_trains_on_seeds_the_search_never_used(tmp_path):
+    run = _search_run(tmp_path / "run", "1x1,2x2", seed=0, final_seeds=2)
+    out = tmp_path / "transfer"
+    args = ["transfer", "--from-run", str(run), "--detectors", "fcos", "--data", "shapes", "--preset", "tiny"]
+    args += ["--seeds", "1", "--iterations", "2", "--batch-size", "2", "--no-named", "--backend", "serial"]
+    r = CliRunner().invoke(cli, [*args, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((out / "transfer.csv").open()))
+    assert {row["label"] for row in rows} == {"default", "published", "found"}
+    assert all(row["seeds"] == "5" for row in rows)  # rungs used 0-2, the final 3-4

@@ -86,16 +86,20 @@ def transfer(
     losses of the matching branch and the named losses; write a table (Markdown + CSV) and a bar plot."""
     from rich.console import Console
 
-    from autoloss.transfer.plan import TransferError, plan_transfer
+    from autoloss.transfer.plan import TransferError, plan_transfer, seeds_after_run
     from autoloss.transfer.run import run_transfer
     from autoloss.transfer.table import aggregate, bar_plot, markdown, to_csv
 
     if schedule <= 0 or iterations < 1 or workers < 1:
         raise TransferError("--schedule, --iterations and --workers must be positive")
+    first_seed = 0
     if from_run is not None:
         cls_loss = cls_loss or _best(from_run, "cls")
         reg_loss = reg_loss or _best(from_run, "reg")
-    plan = plan_transfer(cls_loss, reg_loss, _split(detectors), _split(datasets), seeds, named=named)
+        first_seed = seeds_after_run(from_run)  # never the seeds the search chose its losses on
+    plan = plan_transfer(
+        cls_loss, reg_loss, _split(detectors), _split(datasets), seeds, named=named, first_seed=first_seed
+    )
     extra = task_settings(opts)  # the same task options as `autoloss search` (preset, weights, resize, ...)
     backbone = extra.pop("backbone", "tiny")
     task_name = checked_task_name(task_name)

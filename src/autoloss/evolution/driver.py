@@ -446,6 +446,13 @@ class Search:
         options.sort(key=lambda o: (-o[0], -o[1], o[2], o[3]))
         return options[0][2], options[0][3]
 
+    def trained_ok(self) -> tuple[int, int]:
+        """(candidates, anchors) whose rung-0 training finished: new expressions, and the default and
+        named losses. (0, 0) means nothing trained — no result picked the "winner"."""
+        done = [r for evo in self.engines.values() for r in evo.evaluated.values() if r.status == "ok"]
+        anchors = sum(1 for r in done if r.text == DEFAULT or name_of(r.text) is not None)
+        return len(done) - anchors, anchors
+
     def best_named(self) -> tuple[str, str] | None:
         """The (cls, reg) of the best named loss (the other branch at the default), ranked like every
         candidate: rung reached, then mean AP there."""

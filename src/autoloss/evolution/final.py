@@ -78,7 +78,8 @@ def final_comparison(search: Any, proxies: ProxyRunner) -> dict[str, Any]:
                 entry["vs_default"] = compare_rows(
                     entry | {"seeds": seeds}, table["default"]["per_task"][name] | {"seeds": seeds}
                 )
-    kind = found_kind(found)
+    candidates, anchors = search.trained_ok()
+    kind = found_kind(found) if candidates + anchors else "nothing"
     return {
         "table": table,
         "seeds": seeds,
@@ -89,7 +90,7 @@ def final_comparison(search: Any, proxies: ProxyRunner) -> dict[str, Any]:
         "split": FINAL_SPLIT,
         "splits": _splits(search.run.path),
         "found_kind": kind,
-        "verdict": verdict(table, kind, len(seeds), cut),
+        "verdict": verdict(table, kind, len(seeds), cut, trained_candidates=candidates),
         "cut_short": cut,
         "stopped": search.stopped,
         "proxy_trainings": proxies.count,
@@ -155,22 +156,38 @@ def compare_rows(row: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
 
 
 def verdict(
-    table: dict[str, dict[str, Any]], kind: str, n_seeds: int = CLAIM_SEEDS, cut: str | None = None
+    table: dict[str, dict[str, Any]],
+    kind: str,
+    n_seeds: int = CLAIM_SEEDS,
+    cut: str | None = None,
+    trained_candidates: int | None = None,
 ) -> str:
     """One plain sentence: what won, and whether it beats the best named loss beyond the noise, on the
-    test split; prefixed with why it is not a claim where too few seeds were trained."""
-    text = _verdict(table, kind)
+    test split; prefixed with why it is not a claim where too few seeds were trained. `kind` "nothing":
+    no proxy training finished, so there is no winner; `trained_candidates` 0: only anchors trained."""
+    text = _verdict(table, kind, trained_candidates)
     if cut:
         text = f"{text} The final was {cut}."
-    if n_seeds < CLAIM_SEEDS:
+    if n_seeds < CLAIM_SEEDS and kind != "nothing":  # no claim to qualify where nothing trained
         text = f"Too few seeds for a claim ({n_seeds} < {CLAIM_SEEDS} held-out seeds): {text}"
     return text
 
 
-def _verdict(table: dict[str, dict[str, Any]], kind: str) -> str:
+def _verdict(table: dict[str, dict[str, Any]], kind: str, trained_candidates: int | None = None) -> str:
     from autoloss.spaces.named import label as short
 
     found = table["found"]
+    if kind == "nothing":
+        return (
+            "Nothing trained: every proxy training diverged or failed (evaluations.jsonl has each reason), "
+            "so the search has no winner; best/ holds the default only as a placeholder."
+        )
+    if kind == "default" and trained_candidates == 0:
+        return (
+            "No new candidate finished a proxy training (each diverged or failed, or none was generated "
+            "that passed the filters); of the default and named losses the default ranked first, so best/ "
+            "holds the default."
+        )
     if kind == "default":
         return (
             "The detector's default losses won the search at the top rung: no candidate beat them, so best/ "

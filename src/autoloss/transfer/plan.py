@@ -7,6 +7,7 @@ the best named loss, not only the default.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from autoloss.data_specs import data_names, is_known_data
@@ -47,8 +48,10 @@ def plan_transfer(
     datasets: list[str],
     seeds: int,
     named: bool = True,
+    first_seed: int = 0,
 ) -> TransferPlan:
-    """Validate the request and list what each detector trains. Raises `TransferError` with the fix."""
+    """Validate the request and list what each detector trains, on seeds `first_seed`, `first_seed` + 1, ...
+    Raises `TransferError` with the fix."""
     from autoloss.loss import Loss
 
     if not detectors:
@@ -67,7 +70,7 @@ def plan_transfer(
     found_reg = Loss.resolve(reg_loss, "reg") if reg_loss not in (None, "default") else None
     if found_cls is not None and found_cls.branch == "reg":
         raise TransferError(f"--cls-loss {cls_loss!r} is a regression loss")
-    plan = TransferPlan(list(detectors), list(datasets), list(range(seeds)))
+    plan = TransferPlan(list(detectors), list(datasets), list(range(first_seed, first_seed + seeds)))
     for d in detectors:
         branch = DETECTOR_BRANCH[d]
         if found_cls is not None and found_cls.branch != branch:
@@ -99,6 +102,24 @@ def plan_transfer(
                     rows.append(Row(n.name, "default", n.text))
         plan.rows[d] = unique_pairs(rows)
     return plan
+
+
+def seeds_after_run(run_dir: str | Path) -> int:
+    """The first seed above every seed a search run trained with (its rungs', which chose the found losses,
+    and its final's): a transfer of what it found is then trained on seeds no choice was made on."""
+    from autoloss.evolution.config import ConfigError, SearchConfig, load_config_file
+    from autoloss.evolution.rungs import held_out_seeds, ladder
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise TransferError(f"{run_dir} is not a search run directory: it has no config.yaml")
+    try:
+        ev = load_config_file(str(path), SearchConfig()).evolution
+    except ConfigError as exc:
+        raise TransferError(f"{run_dir}: {exc}") from None
+    rungs = ladder(ev.rungs, ev.seed)
+    used = [s for r in rungs for s in r.seeds] + held_out_seeds(rungs, ev.final_seeds)
+    return max(used) + 1
 
 
 def unique_pairs(rows: list[Any]) -> list[Any]:
