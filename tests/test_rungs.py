@@ -77,3 +77,36 @@ def test_a_longer_rung_trains_longer_costs_more_and_is_cached_apart(tmp_path):
     runner.evaluate([("a", "b", 0)], multiplier=3)
     assert runner.count == 7
     assert len((Path(run.path) / EVALUATIONS).read_text().splitlines()) == 2
+
+
+def test_a_candidate_that_breaks_on_a_longer_rung_ranks_by_the_rung_below(tmp_path):
+    import csv
+
+    from autoloss.evolution.api import run_search
+    from search_helpers import ECHO
+
+    # Every 10-iteration training (rung 1, the combination, the final) diverges; rung 0 (5) trains.
+    cfg = budget_config("smoke").replace(
+        evolution={"generations": 1, "rungs": "1x1,2x2", "final_seeds": 1},
+        task={"name": f"{ECHO}:make_task", "settings": {"diverge_over": 5}, "iterations": 5},
+        backend={"backend": "serial"},
+    )
+    summary, run = run_search(cfg, tmp_path / "run")
+    path = Path(run.path)
+    events = [json.loads(line) for line in (path / "events.jsonl").read_text().splitlines()]
+    promotes = [e for e in events if e["stage"] == "promote"]
+    assert promotes and all(e["failure"].startswith("diverged: iteration 7") for e in promotes)
+    # Nothing reached rung 1: the hall of fame ranks everything on rung 0, by its AP there.
+    hall = list(csv.DictReader((path / "hall_of_fame.csv").open()))
+    assert hall and {row["rung"] for row in hall} == {"0"}
+    rung0 = {
+        (e["text"], e["branch"]): e["aps"][0]
+        for e in events
+        if e["stage"] in ("anchor", "proxy") and e["aps"]
+    }
+    # The winner is the best rung-0 result, not a promoted loss that scored 0 on the rung above.
+    found = summary["table"]["found"]
+    found_text = found["reg"] if found["cls"] == "default" else found["cls"]
+    assert max(rung0.values()) == max(ap for (text, _), ap in rung0.items() if text == found_text)
+    combos = [e for e in events if e["stage"] == "combine"]
+    assert all(c["status"] == "diverged" and c["failure"] for c in combos)

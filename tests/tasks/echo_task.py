@@ -19,6 +19,8 @@ class EchoTask(ProxyTask):
     def __init__(self, settings: Mapping[str, Any]):
         self.branch = settings.get("branch", "cls-sigmoid")
         self.data = settings.get("data_file")  # optional: a file whose hash the run directory records
+        # optional: trainings longer than this many iterations diverge (a loss that breaks on a long rung)
+        self.diverge_over = settings.get("diverge_over")
         if self.branch not in ("cls-sigmoid", "cls-softmax"):
             raise TaskError(f"echo task: branch must be cls-sigmoid or cls-softmax, got {self.branch!r}")
 
@@ -27,7 +29,8 @@ class EchoTask(ProxyTask):
         return self.branch
 
     def config(self) -> dict[str, Any]:
-        return {"branch": self.branch, **({"data_file": self.data} if self.data else {})}
+        out = {"branch": self.branch, **({"data_file": self.data} if self.data else {})}
+        return out | ({"diverge_over": self.diverge_over} if self.diverge_over is not None else {})
 
     def input_files(self) -> list[str]:
         return [self.data] if self.data else []
@@ -39,6 +42,8 @@ class EchoTask(ProxyTask):
 
     def train(self, model: Any, schedule: Schedule, progress: Any = None) -> TrainReport:
         model["iterations"] = schedule.iterations or 0
+        if self.diverge_over is not None and model["iterations"] > self.diverge_over:
+            return TrainReport("diverged", "iteration 7: loss is nan", 7, 0.0, None, [2.0])
         return TrainReport("ok", "", model["iterations"], 0.0, 1.0, [2.0, 1.0])
 
     def evaluate(self, model: Any, schedule: Schedule) -> dict[str, float]:

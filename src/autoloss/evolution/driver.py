@@ -330,9 +330,8 @@ class Search:
         evo, fraction = self.engines[b], self.cfg.evolution.promote
         promoted: list[dict[str, Any]] = []
         for rung in self.rungs[1:]:
-            below = str(rung.index - 1)
             pool = sorted(
-                (e for e in evo.evaluated.values() if e.status == "ok" and below in e.rungs),
+                (e for e in evo.evaluated.values() if e.status == "ok" and e.reached(rung.index - 1)),
                 key=lambda e: (-(e.score(rung.index - 1) or 0.0), e.text),
             )
             new = [e for e in pool[: promote_count(len(pool), fraction)] if str(rung.index) not in e.rungs]
@@ -344,7 +343,11 @@ class Search:
             )
             events = []
             for e in new:
-                e.rungs[str(rung.index)] = [ap_of(x) for x in by_pair[self._job(b, e.text)[:2]]]
+                runs = by_pair[self._job(b, e.text)[:2]]
+                e.rungs[str(rung.index)] = [ap_of(x) for x in runs]
+                broke = _first_not_ok(runs, rung.seeds)
+                if broke:
+                    e.rung_failures[str(rung.index)] = broke
                 record = {
                     "text": e.text,
                     "key": e.key,
@@ -355,7 +358,8 @@ class Search:
                     "from_score": e.score(rung.index - 1),
                     "score": e.score(rung.index),
                     "pool": len(pool),
-                    **_per_task(by_pair[self._job(b, e.text)[:2]]),
+                    "failure": broke,
+                    **_per_task(runs),
                 }
                 promoted.append(record)
                 events.append({**base, "stage": "promote", "anchor": e.anchor, **record})
@@ -405,6 +409,7 @@ class Search:
         self.combos = []
         for (c, r), runs in by_pair.items():
             aps = [ap_of(x) for x in runs]
+            broke = _first_not_ok(runs, top.seeds)
             self.combos.append(
                 {
                     "cls": c,
@@ -413,7 +418,9 @@ class Search:
                     "seeds": list(top.seeds),
                     "aps": aps,
                     "ap": statistics.fmean(aps),
-                    "status": runs[0].get("status"),
+                    # a pair that broke on any seed has no result at the top rung: it cannot be the winner
+                    "status": "ok" if not broke else broke.split(":", 1)[0],
+                    "failure": broke,
                 }
             )
         self.run.append(
@@ -435,7 +442,7 @@ class Search:
         """The best (cls, reg) by rung reached, then mean AP there: combinations, single-branch winners and
         the anchors (the default and the named losses) on equal terms."""
         options: list[tuple[int, float, str, str]] = [
-            (c["rung"], c["ap"], c["cls"], c["reg"]) for c in self.combos
+            (c["rung"], c["ap"], c["cls"], c["reg"]) for c in self.combos if c.get("status") == "ok"
         ]
         for b, evo in self.engines.items():
             for r in evo.best(1):
@@ -515,3 +522,12 @@ def _per_task(runs: list[dict[str, Any]]) -> dict[str, Any]:
         return {}
     names = list(runs[0]["tasks"])
     return {"task_aps": {n: [x.get("tasks", {}).get(n, {}).get("ap", 0.0) for x in runs] for n in names}}
+
+
+def _first_not_ok(runs: list[dict[str, Any]], seeds: tuple[int, ...] | list[int]) -> str | None:
+    """Why the first of `runs` that did not finish ok stopped, as "status: reason (seed S)"; else None."""
+    for seed, x in zip(seeds, runs, strict=True):
+        if x.get("status") != "ok":
+            reason = (x.get("reason") or "").strip().splitlines()
+            return f"{x.get('status')}: {reason[0] if reason else 'no reason given'} (seed {seed})"
+    return None

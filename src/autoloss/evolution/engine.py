@@ -25,7 +25,10 @@ DEFAULT = "default"  # the detector's stock loss: trained and ranked like a cand
 @dataclass
 class Evaluated:
     """One candidate's proxy history. `rungs` maps a rung index (text: it is a JSON key) to the APs of its
-    trainings there, one per rung seed; `status` and `reason` are those of its rung-0 training."""
+    trainings there, one per rung seed; `status` and `reason` are those of its rung-0 training, and
+    `rung_failures` says, for a higher rung where a training diverged or failed, what happened: such a
+    rung does not count as reached, so a candidate that breaks on a longer schedule is ranked by the rung
+    below, not above every candidate that stopped lower."""
 
     text: str
     key: str
@@ -35,10 +38,15 @@ class Evaluated:
     reason: str = ""
     rungs: dict[str, list[float]] = field(default_factory=dict)
     anchor: bool = False  # the default or a named loss: trained whatever the filters say
+    rung_failures: dict[str, str] = field(default_factory=dict)  # rung index -> "status: reason"
+
+    def reached(self, rung: int) -> bool:
+        """Trained on `rung`, every seed finishing (rung 0: see `status`)."""
+        return str(rung) in self.rungs and str(rung) not in self.rung_failures
 
     @property
     def top_rung(self) -> int:
-        return max((int(r) for r in self.rungs), default=-1)
+        return max((int(r) for r in self.rungs if r not in self.rung_failures), default=-1)
 
     def score(self, rung: int) -> float | None:
         """Mean AP over the seeds of `rung`, or None if it was not trained there."""
