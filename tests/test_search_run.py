@@ -229,3 +229,18 @@ def test_resume_allows_only_runtime_overrides(reference):
     _, path = reference
     with pytest.raises(ConfigError, match="resume can only change how the work runs"):
         resume_search(path, {"evolution": {"seed": 5}})
+    # One device per comparison: the run trained on CPU, so a resume on CUDA is refused, naming both.
+    with pytest.raises(ConfigError, match="this run trained on cpu; resuming it on cuda would rank"):
+        resume_search(path, {"task": {"device": "cuda"}})
+    r = CliRunner().invoke(cli, ["resume", str(path), "--device", "cuda:1"])
+    assert r.exit_code == 2 and "Resume with --device cpu" in r.output and "Traceback" not in r.output
+
+
+def test_another_gpu_of_the_same_kind_is_the_same_device():
+    from autoloss.evolution.api import _check_same_device
+
+    _check_same_device("cuda:0", "cuda:1")
+    _check_same_device("cuda", "cuda:0")
+    _check_same_device("cpu", None)  # no --device given: the run's own
+    with pytest.raises(ConfigError, match="trained on cuda:0; resuming it on cpu"):
+        _check_same_device("cuda:0", "cpu")

@@ -27,8 +27,7 @@ RUNTIME_OVERRIDES = {
         "trial_timeout_s",
         "max_same_failures",
     },
-    # A resume on another device trains on it from then on; results are cached per device, so results
-    # from the two are never mixed in one comparison.
+    # Another GPU of the same kind, yes; another kind of device, no (`_check_same_device`).
     "task": {"device"},
 }
 
@@ -85,6 +84,19 @@ def run_search(
     return summary, run
 
 
+def _check_same_device(trained_on: str, resume_on: str | None) -> None:
+    """A resume keeps the kind of device the run trained on. Promotion and the final compare candidates
+    trained before and after the resume; CPU and CUDA kernels give different APs for the same loss and
+    seed, so results from both in one ranking would compare devices as much as losses."""
+    if resume_on is None or resume_on.split(":")[0] == trained_on.split(":")[0]:
+        return
+    raise ConfigError(
+        f"this run trained on {trained_on}; resuming it on {resume_on} would rank results from two kinds of "
+        f"device against each other. Resume with --device {trained_on}, or start a new search with "
+        f"--device {resume_on}."
+    )
+
+
 def resume_search(
     path: str | Path,
     overrides: dict[str, dict[str, Any]] | None = None,
@@ -104,6 +116,7 @@ def resume_search(
                 f"resume can only change how the work runs ({', '.join(sorted(RUNTIME_OVERRIDES))}); "
                 f"not {', '.join(sorted(bad))}"
             )
+    _check_same_device(cfg.task.device, overrides.get("task", {}).get("device"))
     cfg = cfg.replace(**overrides)
     validate(cfg)
     check_device(cfg)
