@@ -270,3 +270,63 @@ def test_the_runner_keeps_every_slot_busy(process_executor, tmp_path):
     assert [r["seed"] for r in results] == [0, 1, 2, 3, 4]  # job order, whatever the finishing order
     assert in_flight[:2] == [0, 1] and max(in_flight) <= 1  # two at once from the start, never more
     assert len({r["pid"] for r in results}) == 2  # both workers took trainings
+
+
+# --- workers that start processes, and workers whose parent dies ---------------------------------------
+def train_with_loader_workers() -> tuple[str, str]:
+    from autoloss.detection.task import evaluate_losses
+
+    result = evaluate_losses(preset_name="tiny", train={"iterations": 2, "loader_workers": 1})
+    return result.status, result.reason
+
+
+def test_a_training_with_loader_workers_runs_on_a_process_worker():
+    # A daemonic worker may not start children: every DataLoader with num_workers > 0 failed there.
+    pool = ProcessExecutor(1)
+    try:
+        status, reason = pool.submit(train_with_loader_workers).result(timeout=120)
+    finally:
+        pool.shutdown()
+    assert status == "ok", reason
+
+
+_ORPHAN_SCRIPT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from autoloss.executors.process import ProcessExecutor
+from test_executors import report_pid_then_sleep
+
+pool = ProcessExecutor(2)
+futures = [pool.submit(report_pid_then_sleep, {out!r} + str(i), 120) for i in range(2)]
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent (init, now) has yet to reap it
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_no_worker_outlives_a_parent_killed_with_sigkill(tmp_path):
+    import subprocess
+
+    script = _ORPHAN_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / "pid"))
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        files = [tmp_path / f"pid{i}" for i in range(2)]
+        deadline = time.monotonic() + 60
+        while not all(f.is_file() and f.read_text() for f in files) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pids = [int(f.read_text()) for f in files]
+        assert all(_alive(p) for p in pids)  # both workers busy in a task
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids), "a worker outlived its SIGKILLed parent"

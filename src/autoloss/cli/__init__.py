@@ -43,4 +43,18 @@ for _module in (
 
 
 def main() -> None:
+    _terminate_like_interrupt()
     cli(prog_name="autoloss")
+
+
+def _terminate_like_interrupt() -> None:
+    """SIGTERM — what Slurm, Kubernetes and systemd send before SIGKILL — stops a command the way Ctrl-C
+    does: KeyboardInterrupt in the main thread, so the run directory is left resumable, workers are shut
+    down and finished trainings stay journaled. Without this, a library that installed its own handler
+    (Ray does in its driver) can leave SIGTERM ignored until the grace period ends in a SIGKILL."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, interrupt)

@@ -18,10 +18,13 @@ this runs is fine. Setting it in the parent around `start()` instead would race 
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 import queue
 import threading
+import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_ready
@@ -42,9 +45,23 @@ def _init_worker() -> None:
         pass
 
 
-def _serve_tasks(conn: Any, env: dict[str, str] | None = None) -> None:
+def _exit_with_parent(parent: int, every_s: float = 0.5) -> None:
+    """In a worker: end this process once its parent is gone (killed with SIGKILL, say, so it never
+    shut its workers down). The pipe shows that only between tasks; this shows it during a training."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)  # nobody wants the result; exit without cleanup that could block on the dead parent
+
+    threading.Thread(target=watch, name="autoloss-parent-watch", daemon=True).start()
+
+
+def _serve_tasks(conn: Any, env: dict[str, str] | None = None, parent: int | None = None) -> None:
     """A worker process: run (fn, args) messages until told to stop or the parent goes away."""
     os.environ.update(env or {})  # before torch is set up: CUDA reads CUDA_VISIBLE_DEVICES only once
+    if parent is not None:
+        _exit_with_parent(parent)
     _init_worker()
     while True:
         try:
@@ -70,10 +87,12 @@ def _serve_tasks(conn: Any, env: dict[str, str] | None = None) -> None:
 class _Worker:
     def __init__(self, ctx: Any, env: dict[str, str] | None = None):
         self.conn, child = ctx.Pipe()
-        # Daemonic, so an interpreter that exits without shutdown() ends its workers instead of waiting
-        # for them (they block on the pipe it still holds open).
+        # Not daemonic: a daemonic process may not start children, and a training with loader workers
+        # (a DataLoader with num_workers > 0, as the COCO presets use) starts them. The pool is reaped
+        # instead: shutdown(), at interpreter exit (`_shutdown_at_exit`), and by each worker's own watch
+        # on its parent, which ends it if the parent dies without either.
         self.process = ctx.Process(
-            target=_serve_tasks, args=(child, env), name="autoloss-worker", daemon=True
+            target=_serve_tasks, args=(child, env, os.getpid()), name="autoloss-worker", daemon=False
         )
         self.process.start()
         child.close()  # only the worker holds its end, so its death shows up here as EOF
@@ -138,6 +157,7 @@ class ProcessExecutor:
         ]
         for thread in self._threads:
             thread.start()
+        self._at_exit = _shutdown_at_exit(self)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> TaskFuture:
         if self._closed:
@@ -235,6 +255,7 @@ class ProcessExecutor:
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self._at_exit)
         while True:
             try:
                 task = self._queue.get_nowait()
@@ -252,3 +273,18 @@ class ProcessExecutor:
             thread.join()
         for worker in {*workers, *(w for w in self._workers if w is not None)}:
             worker.close()
+
+
+def _shutdown_at_exit(executor: ProcessExecutor) -> Callable[[], None]:
+    """Shut `executor` down when the interpreter exits, if nobody did before. This runs before
+    multiprocessing's own exit handler (atexit is last-in, first-out), which would otherwise wait forever
+    for the non-daemonic workers blocked on their pipes. A weak reference: the pool may be collected."""
+    ref = weakref.ref(executor)
+
+    def stop() -> None:
+        pool = ref()
+        if pool is not None:
+            pool.shutdown()
+
+    atexit.register(stop)
+    return stop
