@@ -4,6 +4,7 @@ starts. Nothing here needs CUDA: a worker's GPU is only its CUDA_VISIBLE_DEVICES
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sys
@@ -14,7 +15,7 @@ import torch
 
 from autoloss.errors import AutolossError
 from autoloss.executors import BackendUnavailable, make_executor
-from autoloss.executors.base import gpu_slots, visible_gpus
+from autoloss.executors.base import gpu_slots, trial, visible_gpus
 from autoloss.executors.process import ProcessExecutor
 from autoloss.executors.ray_backend import RayExecutor, _call, trial_gpus
 
@@ -159,3 +160,35 @@ def test_a_ray_task_gets_omp_threads_for_its_cpus(monkeypatch):
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(threads)
+
+
+# --- Ray: GPU trials with logical GPUs ----------------------------------------------------------------
+@trial
+def report_gpu_trial(seconds: float) -> tuple[int, str | None]:
+    return report_gpu(seconds)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the ray extra is not installed")
+def test_ray_gpu_trials_see_their_own_gpu_each_in_a_fresh_process(monkeypatch):
+    import logging
+    from pathlib import Path
+
+    from autoloss.executors.ray_backend import _import_ray
+
+    # Ray's workers import this module to run its trial function: they inherit the driver's environment.
+    here = str(Path(__file__).resolve().parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+    # Ray schedules logical GPUs without hardware: two of them on this CPU-only machine.
+    ray = _import_ray(local=True)
+    quiet = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
+    ray.init(_node_ip_address="127.0.0.1", num_cpus=2, num_gpus=2, **quiet)
+    try:
+        ex = RayExecutor(2, device="cuda")  # one GPU per trial
+        got = [f.result(timeout=120) for f in [ex.submit(report_gpu_trial, 0.3) for _ in range(4)]]
+        ex.shutdown()
+    finally:
+        ray.shutdown()
+    assert all(gpu in ("0", "1") for _, gpu in got)  # each trial sees the one GPU Ray gave it
+    # A worker that initialised CUDA for one GPU would keep that context if handed another GPU id: every
+    # GPU trial runs in a process of its own (max_calls=1).
+    assert len({pid for pid, _ in got}) == len(got)

@@ -10,7 +10,11 @@ search retries a lost trial once itself and records it, which Ray's silent retri
 
 GPUs: Ray sets each task's CUDA_VISIBLE_DEVICES to the GPUs it was given, so a trial's device "cuda" is
 its own GPU, and a trial given none sees no GPU at all. Hence on cuda a trial asks for one GPU unless
-told otherwise, and zero is refused; a fraction (0.5) lets trials share a GPU.
+told otherwise, and zero is refused; a fraction (0.5) lets trials share a GPU. A GPU trial runs in a
+worker process of its own (`max_calls=1`): a Ray worker that initialised CUDA keeps that context when it
+is later handed another GPU id, which would put two trials on one GPU and leave idle GPUs holding
+contexts. `max_calls` can only be declared with the remote function, not set through `.options()`, so GPU
+trials have their own remote function with their resources.
 """
 
 from __future__ import annotations
@@ -101,6 +105,11 @@ class RayExecutor:
             self._init(address, workers, cpus_per_trial)
             self._initialised = True
         self._remote = ray.remote(_call)
+        self._gpu_remote = (
+            ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_calls=1)(_call)
+            if gpus_per_trial > 0
+            else None
+        )
         self._check_resources()
 
     def _init(self, address: str | None, workers: int, cpus_per_trial: float) -> None:
@@ -132,13 +141,17 @@ class RayExecutor:
                 )
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> TaskFuture:
-        if is_trial(fn):
-            options = {"num_cpus": self.cpus_per_trial, "num_gpus": self.gpus_per_trial}
+        remote = self._remote
+        if is_trial(fn) and self._gpu_remote is not None:
+            remote, options = self._gpu_remote, {}  # its resources and max_calls are declared with it
+            threads = max(1, int(self.cpus_per_trial))
+        elif is_trial(fn):
+            options = {"num_cpus": self.cpus_per_trial, "num_gpus": 0}
             threads = max(1, int(self.cpus_per_trial))
         else:
             options = {"num_cpus": 1, "num_gpus": 0}
             threads = 1
-        ref = self._remote.options(max_retries=0, **options).remote(threads, fn, *args)
+        ref = remote.options(max_retries=0, **options).remote(threads, fn, *args)
         stopped: list[BaseException] = []
 
         def stop(reason: BaseException) -> None:
