@@ -56,3 +56,37 @@ def test_resolve_config_accepts_none_dict_and_config():
     assert resolve_config(dataclasses.replace(CheckConfig())) == CheckConfig()
     with pytest.raises(TypeError, match="config must be a CheckConfig"):
         resolve_config(42)
+
+
+def test_a_preset_trains_its_own_length_from_the_cli_a_config_file_and_python(tmp_path, monkeypatch):
+    import yaml
+    from click.testing import CliRunner
+
+    import autoloss.evolution.api as api
+    from autoloss.cli import cli
+    from autoloss.detection.task import DetectionTask
+    from autoloss.evolution.config import budget_config, load_config_file
+
+    settings = {"preset": "fcos-r50-coco", "data": "bccd"}
+    captured = []
+
+    def capture(cfg):
+        captured.append(cfg)
+        raise RuntimeError("captured")  # stop before anything trains
+
+    monkeypatch.setattr(api, "preflight", capture)
+    CliRunner().invoke(cli, ["search", "--preset", "fcos-r50-coco", "--data", "bccd", "--out", str(tmp_path)])
+    [from_cli] = captured
+    config = tmp_path / "search.yaml"
+    config.write_text(yaml.safe_dump({"task": {"settings": settings}}))
+    from_file = load_config_file(str(config), budget_config("default"))
+    from_python = budget_config("default").replace(task={"settings": settings})
+    for cfg in (from_cli, from_file, from_python):
+        assert cfg.task == from_python.task
+    assert (from_python.task.iterations, from_python.task.epochs) == (None, None)
+    # ... so the task's own length is what trains: the preset's 2,000 iterations, not the budget's 300
+    assert DetectionTask.from_settings(from_python.task.settings).default_length() == (2000, None)
+    # A length given beside the preset still wins, and a budget's own preset keeps the budget's length.
+    given = budget_config("default").replace(task={"settings": settings, "iterations": 50})
+    assert given.task.iterations == 50
+    assert budget_config("smoke").task.iterations == 30

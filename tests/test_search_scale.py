@@ -140,7 +140,7 @@ def test_a_coco_preset_brings_its_model_and_needs_your_data(tmp_path):
     with pytest.raises(ConfigError, match=r"--data TRAIN\.json"):
         validate(cfg)
     (tmp_path / "train.json").write_text("{}")
-    cfg = cfg.replace(task={"settings": {"data": str(tmp_path / "train.json")}, "iterations": None})
+    cfg = cfg.replace(task={"settings": {"data": str(tmp_path / "train.json")}})
     validate(cfg)
     assert cfg.cls_branch == "cls-sigmoid"
     resolved = resolve_task(cfg)

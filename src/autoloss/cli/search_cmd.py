@@ -213,9 +213,6 @@ def search(**opts: Any) -> None:
         task["name"] = opts["task_name"]
     if opts["device"] is not None:
         task["device"] = opts["device"]
-    if opts["preset"] is not None and opts["proxy_iterations"] is None and opts["proxy_epochs"] is None:
-        # A preset brings its own schedule; the budget's proxy length is for the default preset.
-        task.update(iterations=None, epochs=None)
     if opts["proxy_iterations"] is not None:
         task.update(iterations=opts["proxy_iterations"], epochs=None)
     if opts["proxy_epochs"] is not None:

@@ -144,6 +144,11 @@ class SearchConfig:
                 # Your own data, preset, detector or task replaces the built-in proxy tasks (each of them
                 # names its data and detector), rather than being silently overridden by them.
                 values = {**values, "proxy_tasks": []}
+            if name == "task" and _names_preset_without_length(values):
+                # A preset brings its own schedule (fcos-r50-coco: 2,000 iterations); the length set
+                # before was the budget's, for the default preset. One rule for the CLI, --config files
+                # and Python, since all three build their config through here.
+                values = {**values, "iterations": None, "epochs": None}
             if name == "task" and "settings" in values:
                 values = {**values, "settings": merged(current.settings, values["settings"] or {})}
             updated[name] = dataclasses.replace(current, **values)
@@ -192,6 +197,11 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
         "task": {"settings": {"preset": "tiny", "data": "shapes"}, "iterations": 30, "proxy_tasks": []},
     },
 }
+
+
+def _names_preset_without_length(values: dict[str, Any]) -> bool:
+    settings = values.get("settings") or {}
+    return settings.get("preset") is not None and "iterations" not in values and "epochs" not in values
 
 
 def _names_own_task(values: dict[str, Any]) -> bool:
