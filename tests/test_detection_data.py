@@ -207,3 +207,54 @@ def test_letterbox_keeps_aspect_and_pads_bottom_right():
     array, scale = letterbox(image, 64)
     assert scale == 0.64 and array.shape == (64, 64, 3)
     assert (array[:32, :, :] == 255).all() and (array[33:, :, :] != 255).all()
+
+
+def test_a_photo_is_loaded_as_its_exif_orientation_shows_it(tmp_path):
+    # Stored 80 wide and 40 high with a bright block at the stored top-left; EXIF orientation 6 says
+    # "turn 90 degrees clockwise to show": shown 40 wide, 80 high, with the block at the top-right.
+    stored = np.zeros((40, 80, 3), np.uint8)
+    stored[0:10, 0:20] = 250
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for i in range(3):
+        Image.fromarray(stored + i).save(tmp_path / f"img{i}.jpg", exif=exif, quality=95)
+    images = [{"id": i, "file_name": f"img{i}.jpg", "width": 40, "height": 80} for i in range(3)]
+    # The block as an annotation tool that shows the photo upright puts it: x 30-40, y 0-20.
+    annotations = [_ann(i + 1, i, 1, [30, 0, 10, 20]) for i in range(3)]
+    path = tmp_path / "ann.json"
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "a"}]})
+    )
+    data = load_dataset(str(path), image_size=80)
+    split = data.train
+    assert split.sizes[0] == (40, 80)  # (width, height) as shown, from the header and its orientation
+    frame = split.image(0)  # letterboxed to 80: the shown 40x80 image, padded to the right
+    x0, y0, x1, y1 = split.boxes[0][0].round().astype(int)
+    assert (x0, y0, x1, y1) == (30, 0, 40, 20)
+    assert frame[y0:y1, x0:x1].mean() > 200  # the block is inside its box
+    assert frame[60:80, 0:30].mean() < 60  # and not where the stored orientation would put it
+
+
+def test_keep_aspect_images_pass_the_detector_transform_unresized(tmp_path):
+    from autoloss.detection.detectors import build_detector
+    from autoloss.detection.loader import batch_of
+
+    sizes = [(640, 480), (2000, 500), (333, 1001), (801, 799)]
+    for i, (w, h) in enumerate(sizes):
+        Image.new("RGB", (w, h), (100, 100, 100 + i)).save(tmp_path / f"img{i}.png")
+    images = [
+        {"id": i, "file_name": f"img{i}.png", "width": w, "height": h} for i, (w, h) in enumerate(sizes)
+    ]
+    annotations = [_ann(i + 1, i, 1, [1, 1, 30, 30]) for i in range(len(sizes))]
+    path = tmp_path / "ann.json"
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "a"}]})
+    )
+    data = load_dataset(str(path), resize="keep-aspect", min_size=160, max_size=320)
+    low, high = data.train.resize.detector_sizes()
+    model = build_detector("fcos", data.num_classes, min_size=low, max_size=high).eval()
+    for split in (data.train, data.val, data.test):
+        frames, _ = batch_of(split, list(range(len(split))))
+        batch, _ = model.model.transform(frames)
+        # the image sizes after the detector's resize are the frames' own: it resized nothing again
+        assert batch.image_sizes == [tuple(f.shape[-2:]) for f in frames]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from autoloss.detection.coco_json import CocoSource
 from autoloss.detection.data import (
@@ -32,6 +32,7 @@ from autoloss.detection.data import (
 )
 
 DEFAULT_CACHE_MB = 256
+ORIENTATION_TAG = 0x0112  # EXIF "Orientation"
 
 
 class ImageCache:
@@ -149,6 +150,9 @@ class CocoImages:
         try:
             with Image.open(path) as image:
                 image.load()
+                # As the camera meant it: annotation tools (and browsers) show a photo with its EXIF
+                # orientation applied, so that is the frame its boxes and JSON width/height are in.
+                ImageOps.exif_transpose(image, in_place=True)
                 return self._resized(image)
         except (OSError, UnidentifiedImageError, ValueError) as err:
             if path not in self._warned:
@@ -235,7 +239,11 @@ def _image_size(path: Path) -> tuple[int, int] | str:
     """(width, height) from the file's header, or the report counter naming why it cannot be used."""
     try:
         with Image.open(path) as image:
-            return image.size
+            width, height = image.size
+            # EXIF orientations 5-8 turn the photo by a quarter: its shown width is the stored height
+            if image.getexif().get(ORIENTATION_TAG) in (5, 6, 7, 8):
+                return height, width
+            return width, height
     except FileNotFoundError:
         return "images_missing"
     except (UnidentifiedImageError, OSError, ValueError):
