@@ -79,7 +79,7 @@ def test_a_longer_rung_trains_longer_costs_more_and_is_cached_apart(tmp_path):
     assert len((Path(run.path) / EVALUATIONS).read_text().splitlines()) == 2
 
 
-def test_a_candidate_that_breaks_on_a_longer_rung_ranks_by_the_rung_below(tmp_path):
+def test_a_candidate_that_breaks_on_a_longer_rung_ranks_as_failed(tmp_path):
     import csv
 
     from autoloss.evolution.api import run_search
@@ -96,17 +96,21 @@ def test_a_candidate_that_breaks_on_a_longer_rung_ranks_by_the_rung_below(tmp_pa
     events = [json.loads(line) for line in (path / "events.jsonl").read_text().splitlines()]
     promotes = [e for e in events if e["stage"] == "promote"]
     assert promotes and all(e["failure"].startswith("diverged: iteration 7") for e in promotes)
-    # Nothing reached rung 1: the hall of fame ranks everything on rung 0, by its AP there.
+    # Nothing reached rung 1, and what failed there ranks as failed: after every rung-0 success.
     hall = list(csv.DictReader((path / "hall_of_fame.csv").open()))
     assert hall and {row["rung"] for row in hall} == {"0"}
-    rung0 = {
-        (e["text"], e["branch"]): e["aps"][0]
-        for e in events
-        if e["stage"] in ("anchor", "proxy") and e["aps"]
-    }
-    # The winner is the best rung-0 result, not a promoted loss that scored 0 on the rung above.
+    promoted = {e["text"] for e in promotes}
+    for branch in {row["branch"] for row in hall}:
+        rows = [row for row in hall if row["branch"] == branch]
+        failed = [bool(row["failed_at"]) for row in rows]
+        assert failed == sorted(failed) and any(failed) and not all(failed)
+        assert {row["text"] for row in rows if row["failed_at"]} <= promoted
+        assert all(row["failed_at"].startswith("rung 1: diverged") for row in rows if row["failed_at"])
+    # The winner trained well on every rung it was given: the best of the rung-0 entries never promoted.
     found = summary["table"]["found"]
     found_text = found["reg"] if found["cls"] == "default" else found["cls"]
-    assert max(rung0.values()) == max(ap for (text, _), ap in rung0.items() if text == found_text)
+    assert found_text not in promoted
+    rung0 = {e["text"]: e["aps"][0] for e in events if e["stage"] in ("anchor", "proxy") and e["aps"]}
+    assert rung0[found_text] == max(ap for text, ap in rung0.items() if text not in promoted)
     combos = [e for e in events if e["stage"] == "combine"]
     assert all(c["status"] == "diverged" and c["failure"] for c in combos)

@@ -446,6 +446,8 @@ class Search:
         ]
         for b, evo in self.engines.items():
             for r in evo.best(1):
+                if r.rung_failures:  # the branch's best failed on a rung: every one did; it wins nothing
+                    continue
                 cls_, reg_ = self._job(b, r.text)[:2]
                 options.append((r.top_rung, r.ap, cls_, reg_))
         if not options:
@@ -462,17 +464,17 @@ class Search:
 
     def best_named(self) -> tuple[str, str] | None:
         """The (cls, reg) of the best named loss (the other branch at the default), ranked like every
-        candidate: rung reached, then mean AP there."""
+        candidate: failed on a rung last, then rung reached, then mean AP there."""
         options = [
-            (r.top_rung, r.ap, *self._job(b, r.text)[:2])
+            (bool(r.rung_failures), r.top_rung, r.ap, *self._job(b, r.text)[:2])
             for b, evo in self.engines.items()
             for r in evo.evaluated.values()
             if r.status == "ok" and name_of(r.text) is not None
         ]
         if not options:
             return None
-        options.sort(key=lambda o: (-o[0], -o[1], o[2], o[3]))
-        return options[0][2], options[0][3]
+        options.sort(key=lambda o: (o[0], -o[1], -o[2], o[3], o[4]))
+        return options[0][3], options[0][4]
 
     # --- checkpoint -----------------------------------------------------------------------------
     def _checkpoint(self, proxies: ProxyRunner) -> None:

@@ -26,9 +26,10 @@ DEFAULT = "default"  # the detector's stock loss: trained and ranked like a cand
 class Evaluated:
     """One candidate's proxy history. `rungs` maps a rung index (text: it is a JSON key) to the APs of its
     trainings there, one per rung seed; `status` and `reason` are those of its rung-0 training, and
-    `rung_failures` says, for a higher rung where a training diverged or failed, what happened: such a
-    rung does not count as reached, so a candidate that breaks on a longer schedule is ranked by the rung
-    below, not above every candidate that stopped lower."""
+    `rung_failures` says, for a higher rung where a training diverged or failed, what happened. Such a
+    rung does not count as reached, and the candidate ranks as failed: after every candidate that trained
+    well on each rung it was given, since a loss that breaks on a longer schedule is not a better loss
+    (it was ranked above every rung-0 entry by its rung-0 status before)."""
 
     text: str
     key: str
@@ -59,9 +60,16 @@ class Evaluated:
         return self.score(self.top_rung) or 0.0
 
     def rank_key(self) -> tuple:
-        """Higher rung first, then its mean AP: candidates are compared only on the same rung and seeds."""
+        """Failed on a rung last; then higher rung first, then its mean AP: candidates are compared only on
+        the same rung and seeds."""
         mos = self.mos_score if self.mos_score is not None else float("-inf")
-        return (-self.top_rung, -self.ap, -mos, self.text)
+        return (bool(self.rung_failures), -self.top_rung, -self.ap, -mos, self.text)
+
+    def failed_at(self) -> str:
+        """ "rung N: status: reason" of its first failed rung, or "" if it has none."""
+        for rung in sorted(self.rung_failures, key=int):
+            return f"rung {rung}: {self.rung_failures[rung]}"
+        return ""
 
 
 class Evolution:

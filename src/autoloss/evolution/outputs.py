@@ -19,8 +19,9 @@ HALL_SIZE = 20
 
 
 def hall_of_fame(search: Any) -> list[dict[str, Any]]:
-    """The best losses per branch, ranked as the search ranks them: highest rung reached, then mean AP there;
-    one column of mean AP per rung. Anchors (the default and the named losses) are listed with the rest."""
+    """The best losses per branch, ranked as the search ranks them: failed on a rung last, then highest rung
+    reached, then mean AP there; one column of mean AP per rung, and where a rung failed, why. Anchors (the
+    default and the named losses) are listed with the rest."""
     rows = []
     for b, evo in search.engines.items():
         for r in evo.best(HALL_SIZE):
@@ -33,6 +34,7 @@ def hall_of_fame(search: Any) -> list[dict[str, Any]]:
                 "rung": r.top_rung,
                 "proxy_ap": r.ap,
                 "generation": r.generation,
+                "failed_at": r.failed_at(),
             }
             for rung in search.rungs:
                 row[f"rung{rung.index}_ap"] = r.score(rung.index)
@@ -42,7 +44,18 @@ def hall_of_fame(search: Any) -> list[dict[str, Any]]:
 
 def hall_fields(search: Any) -> list[str]:
     rungs = [f"rung{r.index}_ap" for r in search.rungs]
-    return ["branch", "text", "infix", "named", "mos_score", "rung", "proxy_ap", *rungs, "generation"]
+    return [
+        "branch",
+        "text",
+        "infix",
+        "named",
+        "mos_score",
+        "rung",
+        "proxy_ap",
+        *rungs,
+        "generation",
+        "failed_at",
+    ]
 
 
 def _csv(rows: list[dict[str, Any]], fields: list[str]) -> str:
