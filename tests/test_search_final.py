@@ -7,7 +7,7 @@ from autoloss.spaces.named import NAMED
 from autoloss.stats import paired_comparison
 
 BCE, IOU = NAMED["bce"].text, NAMED["iou"].text
-NEW = "Sub(1,Div(Mul(2,I),E))"
+NEW = "Sub(1,Div(Mul(I,I),Mul(U,E)))"
 
 
 def _row(cls_, reg_, aps):
@@ -19,6 +19,23 @@ def test_found_kind_tells_default_named_and_new_apart():
     assert found_kind((BCE, "default")) == "named"
     assert found_kind((BCE, IOU)) == "named"
     assert found_kind((BCE, NEW)) == "new"
+    # Not new: a rescaling of a named loss trains as it does, and a sum of named parts is named parts.
+    assert found_kind((f"Mul(2,{BCE})", "default")) == "rescaled"
+    assert found_kind(("default", f"Add({IOU},3)")) == "rescaled"
+    assert found_kind(("default", f"Add({IOU},{NAMED['giou'].text})")) == "named"
+    assert found_kind((NAMED["ce"].text, "default"), "cls-softmax") == "named"
+
+
+def test_novelty_names_what_a_found_loss_is():
+    from autoloss.evolution.novelty import classify
+
+    assert classify(BCE, "cls-sigmoid").kind == "named"
+    assert classify(NAMED["cse-b-cls"].text, "cls-sigmoid").kind == "published"
+    rescaled = classify(f"Mul(3,{BCE})", "cls-sigmoid")
+    assert rescaled.kind == "rescaled" and rescaled.detail.startswith("a rescaling of bce")
+    assert classify(f"Add({IOU},Mul(2,{NAMED['giou'].text}))", "reg").detail == "iou + giou"
+    # Softplus(3X) on negatives: a sharper penalty, not parallel to any named loss's gradient
+    assert classify("Add(Mul(PY,Softplus(Neg(X))),Mul(NY,Softplus(Mul(3,X))))", "cls-sigmoid").kind == "new"
 
 
 def test_verdicts_say_who_won_and_whether_it_beats_the_best_named_loss():

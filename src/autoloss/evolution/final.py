@@ -16,9 +16,10 @@ from typing import Any
 
 from autoloss.evolution.engine import DEFAULT
 from autoloss.evolution.fitness import ap_of, worst_task
+from autoloss.evolution.novelty import classify, pair_kind
 from autoloss.evolution.proxy import ProxyRunner, first_line
 from autoloss.runs.failpoints import failpoint
-from autoloss.spaces.named import PUBLISHED, name_of
+from autoloss.spaces.named import PUBLISHED
 from autoloss.stats import paired_comparison
 
 # Held-out seeds the final needs before its verdict is a claim; fewer (by flag) say "too few seeds".
@@ -27,14 +28,19 @@ CLAIM_SEEDS = 5
 FINAL_SPLIT = "test"
 
 
-def found_kind(pair: tuple[str, str]) -> str:
-    """'default' (the search's best is the stock pair), 'named' (a named loss won) or 'new'."""
-    cls_, reg_ = pair
-    if cls_ == DEFAULT and reg_ == DEFAULT:
-        return "default"
-    if all(t == DEFAULT or name_of(t) is not None for t in pair):
-        return "named"
-    return "new"
+def found_kind(pair: tuple[str, str], cls_branch: str = "cls-sigmoid") -> str:
+    """'default' (the search's best is the stock pair), 'named' (named or published losses, or a sum of
+    named parts, won), 'rescaled' (a rescaling of a named loss: it trains as that loss does) or 'new'."""
+    return pair_kind(*pair, cls_branch)
+
+
+def found_novelty(pair: tuple[str, str], cls_branch: str) -> dict[str, dict[str, str]]:
+    """Per branch of the pair: its text, kind and what it is (evolution/novelty.py)."""
+    out = {}
+    for branch, text in ((cls_branch, pair[0]), ("reg", pair[1])):
+        novelty = classify(text, branch)
+        out[branch] = {"text": text, "kind": novelty.kind, "detail": novelty.detail}
+    return out
 
 
 def final_comparison(search: Any, proxies: ProxyRunner) -> dict[str, Any]:
@@ -79,7 +85,8 @@ def final_comparison(search: Any, proxies: ProxyRunner) -> dict[str, Any]:
                     entry | {"seeds": seeds}, table["default"]["per_task"][name] | {"seeds": seeds}
                 )
     candidates, anchors = search.trained_ok()
-    kind = found_kind(found) if candidates + anchors else "nothing"
+    kind = found_kind(found, search.cfg.cls_branch) if candidates + anchors else "nothing"
+    novelty = found_novelty(found, search.cfg.cls_branch)
     return {
         "table": table,
         "seeds": seeds,
@@ -90,7 +97,8 @@ def final_comparison(search: Any, proxies: ProxyRunner) -> dict[str, Any]:
         "split": FINAL_SPLIT,
         "splits": _splits(search.run.path),
         "found_kind": kind,
-        "verdict": verdict(table, kind, len(seeds), cut, trained_candidates=candidates),
+        "found_novelty": novelty,
+        "verdict": verdict(table, kind, len(seeds), cut, trained_candidates=candidates, novelty=novelty),
         "cut_short": cut,
         "stopped": search.stopped,
         "proxy_trainings": proxies.count,
@@ -161,11 +169,12 @@ def verdict(
     n_seeds: int = CLAIM_SEEDS,
     cut: str | None = None,
     trained_candidates: int | None = None,
+    novelty: dict[str, dict[str, str]] | None = None,
 ) -> str:
     """One plain sentence: what won, and whether it beats the best named loss beyond the noise, on the
     test split; prefixed with why it is not a claim where too few seeds were trained. `kind` "nothing":
     no proxy training finished, so there is no winner; `trained_candidates` 0: only anchors trained."""
-    text = _verdict(table, kind, trained_candidates)
+    text = _verdict(table, kind, trained_candidates, novelty)
     if cut:
         text = f"{text} The final was {cut}."
     if n_seeds < CLAIM_SEEDS and kind != "nothing":  # no claim to qualify where nothing trained
@@ -173,7 +182,12 @@ def verdict(
     return text
 
 
-def _verdict(table: dict[str, dict[str, Any]], kind: str, trained_candidates: int | None = None) -> str:
+def _verdict(
+    table: dict[str, dict[str, Any]],
+    kind: str,
+    trained_candidates: int | None = None,
+    novelty: dict[str, dict[str, str]] | None = None,
+) -> str:
     from autoloss.spaces.named import label as short
 
     found = table["found"]
@@ -194,6 +208,13 @@ def _verdict(table: dict[str, dict[str, Any]], kind: str, trained_candidates: in
             "holds the default."
         )
     which = " + ".join(short(t) for t in (found["cls"], found["reg"]) if t != DEFAULT)
+    if kind == "rescaled":
+        what = "; ".join(v["detail"] for v in (novelty or {}).values() if v["kind"] == "rescaled")
+        return (
+            f"A rescaling of a named loss won the search ({which}: {what or 'gradients parallel to a named '}"
+            f"loss's); it trains as that loss does with another learning rate, so nothing new won. Against "
+            f"the default on held-out seeds: {_phrase(found['vs_default'])}."
+        )
     if kind == "named":
         gain = found["vs_default"]
         return (
