@@ -58,7 +58,7 @@ def _decisions(run: Path) -> tuple:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [{}, {"evolution": {**SEARCH["evolution"], "max_proxy_evals": 30}}])
+@pytest.mark.parametrize("extra", [{}, {"evolution": {**SEARCH["evolution"], "max_proxy_evals": 54}}])
 def test_the_same_seed_gives_the_same_search_for_any_workers_and_backend(tmp_path, extra):
     spreads = {
         "serial, 1 worker": {"backend": "serial", "workers": 1},

@@ -114,3 +114,31 @@ def test_a_candidate_that_breaks_on_a_longer_rung_ranks_as_failed(tmp_path):
     assert rung0[found_text] == max(ap for text, ap in rung0.items() if text not in promoted)
     combos = [e for e in events if e["stage"] == "combine"]
     assert all(c["status"] == "diverged" and c["failure"] for c in combos)
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_the_budget_is_never_exceeded_final_included(tmp_path, case):
+    import random
+
+    from autoloss.evolution.api import preflight, run_search
+    from autoloss.evolution.driver import reserved_costs
+    from search_helpers import ECHO
+
+    rng = random.Random(case)
+    rungs = rng.choice(["1x1", "1x1,2x2", "1x2,3x1", "1x1,2x1,4x1"])
+    cfg = budget_config("smoke").replace(
+        evolution={
+            "generations": rng.choice([1, 2]),
+            "branch": rng.choice(["cls", "reg", "both"]),
+            "rungs": rungs,
+            "final_seeds": rng.choice([1, 2, 3]),
+        },
+        task={"name": f"{ECHO}:make_task", "iterations": 5},
+        backend={"backend": "serial", "workers": rng.choice([1, 2])},
+    )
+    baseline, final = reserved_costs(cfg)
+    budget = baseline + final + rng.randrange(0, 12)
+    summary, _ = run_search(cfg.replace(evolution={"max_proxy_evals": budget}), tmp_path / "run")
+    assert summary["proxy_trainings"] <= budget
+    with pytest.raises(ConfigError, match=f"give at least {baseline + final}"):
+        preflight(cfg.replace(evolution={"max_proxy_evals": baseline + final - 1}))

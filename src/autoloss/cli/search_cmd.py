@@ -118,7 +118,7 @@ def _positive(ctx, param, value):
     type=int,
     default=None,
     callback=_positive,
-    help="Stop the generations after this many proxy-length trainings (a 3x training counts 3).",
+    help="At most this many proxy-length trainings in all, the final included (a 3x training counts 3).",
 )
 @click.option(
     "--time-limit", type=float, default=None, callback=_positive, help="Stop after this many seconds."

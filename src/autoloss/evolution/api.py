@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from autoloss.evolution.config import ConfigError, SearchConfig, budget_config, resolve_task, validate
-from autoloss.evolution.driver import Progress, Search
+from autoloss.evolution.driver import FINAL_PAIRS, Progress, Search, reserved_costs
 from autoloss.runs import fingerprint
 from autoloss.runs.lock import RunLock
 from autoloss.runs.rundir import RunDir, RunDirError
@@ -58,6 +58,23 @@ def preflight(cfg: SearchConfig) -> None:
     """Every check that can fail before a run directory or a display exists (ConfigError, one line)."""
     validate(cfg)
     check_device(cfg)
+    check_budget(cfg)
+
+
+def check_budget(cfg: SearchConfig) -> None:
+    """`--max-proxy-evals` caps the whole search, final included: one that cannot pay for the baseline
+    (the default and the named losses at rung 0) and the final is refused, with the least that would do."""
+    budget = cfg.evolution.max_proxy_evals
+    if budget is None:
+        return
+    baseline, final = reserved_costs(cfg)
+    if budget < baseline + final:
+        raise ConfigError(
+            f"--max-proxy-evals {budget} cannot pay for what every search trains: the baseline ({baseline}: "
+            f"the default and the named losses at rung 0) and the final ({final}: up to {FINAL_PAIRS} pairs "
+            f"on {cfg.evolution.final_seeds} held-out seeds at the top rung's length); give at least "
+            f"{baseline + final}, or fewer --final-seeds"
+        )
 
 
 def run_search(

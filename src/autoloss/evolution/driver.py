@@ -87,9 +87,15 @@ class Search:
         ev = self.cfg.evolution
         if ev.time_limit_s is not None and self.elapsed() >= ev.time_limit_s:
             return f"time limit of {ev.time_limit_s:g} s reached"
-        if ev.max_proxy_evals is not None and proxies.count >= ev.max_proxy_evals:
-            return f"proxy-training budget of {ev.max_proxy_evals} reached"
+        reserve = self.final_reserve()
+        if ev.max_proxy_evals is not None and proxies.count + reserve >= ev.max_proxy_evals:
+            return f"proxy-training budget of {ev.max_proxy_evals} reached ({reserve} kept for the final)"
         return None
+
+    def final_reserve(self) -> int:
+        """The final's cost, held back from the budget until the final has run, so that the budget is a
+        cap on the whole search: what `reserved_costs` says it costs at most."""
+        return 0 if "final" in self.completed else reserved_costs(self.cfg)[1]
 
     def run_all(self) -> dict[str, Any]:
         self._restore()
@@ -374,7 +380,8 @@ class Search:
         ev = self.cfg.evolution
         if ev.max_proxy_evals is None:
             return wanted
-        return max(0, min(wanted, (ev.max_proxy_evals - proxies.count) // (cost * len(proxies.tasks))))
+        left = ev.max_proxy_evals - proxies.count - self.final_reserve()
+        return max(0, min(wanted, left // (cost * len(proxies.tasks))))
 
     def _job(self, b: str, text: str, seed: int | None = None) -> tuple[str, str, int]:
         seed = self.rungs[0].seeds[0] if seed is None else seed
@@ -533,3 +540,24 @@ def _first_not_ok(runs: list[dict[str, Any]], seeds: tuple[int, ...] | list[int]
             reason = (x.get("reason") or "").strip().splitlines()
             return f"{x.get('status')}: {reason[0] if reason else 'no reason given'} (seed {seed})"
     return None
+
+
+# The final trains at most these pairs: the default, the published losses, the best named loss, the found.
+FINAL_PAIRS = 4
+
+
+def reserved_costs(cfg: SearchConfig) -> tuple[int, int]:
+    """(the baseline's cost, the final's at most), in the budget's units (proxy-length trainings, each task
+    counted): what every search trains whatever its budget, so `--max-proxy-evals` must cover both."""
+    ev = cfg.evolution
+    rungs = ladder(ev.rungs, ev.seed)
+    tasks = max(1, len(cfg.task.proxy_tasks))
+    pairs: set[tuple[str, str]] = set()
+    for b in cfg.searched_branches():
+        pairs.add((DEFAULT, DEFAULT))
+        for n in NAMED.values():
+            if n.branch == b and n.name != DEFAULTS[b]:
+                pairs.add((DEFAULT, n.text) if b == "reg" else (n.text, DEFAULT))
+    baseline = len(pairs) * rungs[0].cost * tasks
+    final = FINAL_PAIRS * ev.final_seeds * rungs[-1].multiplier * tasks
+    return baseline, final
