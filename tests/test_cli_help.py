@@ -25,6 +25,11 @@ COMMANDS = sorted(cli.commands)
 
 
 def render_help(*args: str) -> str:
+    # Click builds a command's help option once and keeps it (`_help_option`). A test that invoked a
+    # command on its own, outside the group and its -h/--help names, leaves a "--help"-only option behind
+    # in this process; whether that happened depends on which tests share an xdist worker. Start afresh.
+    for command in (cli, *cli.commands.values()):
+        command._help_option = None
     result = CliRunner().invoke(
         cli, [*args, "--help"], prog_name="autoloss", terminal_width=WIDTH, env={"COLUMNS": str(WIDTH)}
     )

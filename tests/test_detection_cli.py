@@ -8,6 +8,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from autoloss.cli import cli
 from autoloss.cli.train_cmd import eval_, train
 
 TINY = ["--preset", "tiny", "--iterations", "4"]
@@ -93,3 +94,29 @@ def test_commands_are_exported_for_the_cli_group():
     from autoloss.cli import train_cmd
 
     assert [c.name for c in train_cmd.COMMANDS] == ["train", "eval"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--amp", "bf16"],
+        ["search", "--budget", "smoke", "--amp", "fp16"],
+        ["transfer", "--cls-loss", "bce", "--amp", "bf16"],
+        ["fidelity", "--target", "fcos:shapes:64:20", "--no-panel", "--loss", "bce;default", "--amp", "bf16"],
+    ],
+)
+def test_an_explicit_amp_on_cpu_is_refused_in_one_line(args, tmp_path):
+    r = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2, r.output
+    assert "--amp needs --device cuda" in r.output and "Traceback" not in r.output
+
+
+def test_amp_off_and_a_preset_that_prefers_bf16_still_work_on_cpu(tmp_path):
+    from autoloss.detection.task import DetectionTask
+
+    r = CliRunner().invoke(cli, ["train", "--preset", "tiny", "--iterations", "1", "--amp", "off", "--json"])
+    assert r.exit_code == 0, r.output
+    # the COCO presets prefer bf16: on CPU that preference is ignored, not refused
+    task = DetectionTask.from_settings({"preset": "fcos-r50-coco", "data": "bccd"})
+    assert task.experiment.train.amp == "bf16"
+    task.check()

@@ -179,6 +179,17 @@ def task_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 TASK_FLAGS = ("preset", "detector", "backbone", "data", "images", "image_size")
 
 
+def refuse_amp_on_cpu(amp: str | None, device: str | None) -> None:
+    """An explicit `--amp bf16` / `fp16` without CUDA is refused: autocast runs only on CUDA here, and on a
+    CPU without bf16 instructions it would be slower anyway. A preset's own bf16 preference (the COCO
+    presets) is not refused: it applies where there is CUDA and is ignored elsewhere."""
+    if amp in ("bf16", "fp16") and not (device or "cpu").startswith("cuda"):
+        raise click.UsageError(
+            f"--amp needs --device cuda: mixed precision runs only on CUDA (got --amp {amp} on "
+            f"{device or 'cpu'}); leave --amp off on CPU"
+        )
+
+
 def task_settings(opts: dict[str, Any]) -> dict[str, Any]:
     """The task settings the user gave as flags: top-level ones, and training ones under "train"."""
     settings = {k: opts[k] for k in TASK_FLAGS if opts.get(k) is not None}

@@ -10,6 +10,7 @@ import click
 from autoloss.cli.common import (
     checked_task_name,
     fail_on_user_error,
+    refuse_amp_on_cpu,
     shared_task_options,
     task_settings,
     training_options,
@@ -86,6 +87,7 @@ def fidelity(
     if seeds < 1 or workers < 1 or survivors < 0:
         raise FidelityError("--seeds and --workers must be positive, --survivors at least 0")
     task_name = checked_task_name(task_name)
+    refuse_amp_on_cpu(opts.get("amp"), device)
     extra = task_settings(opts)  # the same task options as `autoloss search` (preset, weights, resize, ...)
     backbone = extra.pop("backbone", "tiny")
     proxy_tasks = [parse_task(t, backbone, task_name, extra=extra) for t in (proxies or (DEFAULT_PROXY,))]

@@ -7,7 +7,13 @@ from typing import Any
 
 import click
 
-from autoloss.cli.common import fail_on_user_error, task_option, task_settings, training_settings
+from autoloss.cli.common import (
+    fail_on_user_error,
+    refuse_amp_on_cpu,
+    task_option,
+    task_settings,
+    training_settings,
+)
 
 
 def _positive(ctx, param, value):
@@ -226,6 +232,7 @@ def search(**opts: Any) -> None:
         backend["trial_timeout_s"] = opts["trial_timeout"]
     filters = {"cpv": not opts["no_cpv"], "mos": not opts["no_mos"]}
     cfg = cfg.replace(evolution=evolution, task=task, backend=backend, filters=filters)
+    refuse_amp_on_cpu(opts["amp"], cfg.task.device)
     if cfg.task.proxy_tasks:
         given = [f for f, k in (("--image-size", "image_size"), ("--proxy-iterations", "proxy_iterations"),
                                 ("--proxy-epochs", "proxy_epochs")) if opts[k] is not None]  # fmt: skip

@@ -19,6 +19,7 @@ from autoloss.cli.common import (
     TRAIN_SECTION_SETTINGS,
     checked_task_name,
     given_settings,
+    refuse_amp_on_cpu,
     task_option,
     task_settings,
     training_settings,
@@ -79,6 +80,8 @@ def _data_options(fn: Any) -> Any:
 def train(**opts: Any) -> None:
     """Train a detector with the given losses and report COCO mAP on the validation split."""
     from autoloss.detection import DatasetError, LossSpecError, resolve_loss, run_experiment
+
+    refuse_amp_on_cpu(opts.get("amp"), opts.get("device"))
     from autoloss.detection.detectors import CLS_BRANCH
     from autoloss.detection.runner import load_experiment_data
 

@@ -10,6 +10,7 @@ import click
 from autoloss.cli.common import (
     checked_task_name,
     fail_on_user_error,
+    refuse_amp_on_cpu,
     shared_task_options,
     task_settings,
     training_options,
@@ -100,6 +101,7 @@ def transfer(
     plan = plan_transfer(
         cls_loss, reg_loss, _split(detectors), _split(datasets), seeds, named=named, first_seed=first_seed
     )
+    refuse_amp_on_cpu(opts.get("amp"), device)
     extra = task_settings(opts)  # the same task options as `autoloss search` (preset, weights, resize, ...)
     backbone = extra.pop("backbone", "tiny")
     task_name = checked_task_name(task_name)
