@@ -41,3 +41,16 @@ def serial_runner(cfg, run, task):
 
     executor = make_executor("serial")
     return ProxyRunner(cfg, run, executor.submit, executor.slots, task=task)
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` still runs: a killed child stays a zombie until reaped; /proc says which."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "zombie" not in status.read_text()
+    except OSError:
+        return False

@@ -28,6 +28,7 @@ from autoloss.executors import (
 )
 from autoloss.executors.process import ProcessExecutor
 from autoloss.runs.rundir import RunDir
+from search_helpers import alive
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="the ray extra is not installed")
@@ -110,16 +111,6 @@ def _wait_for_pid(path: Path, timeout: float = 60.0) -> int:
     raise TimeoutError(f"no task wrote {path}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A killed child stays a zombie until reaped; /proc says which it is.
-    status = Path(f"/proc/{pid}/status")
-    return status.is_file() and "zombie" not in status.read_text()
-
-
 # --- every backend -----------------------------------------------------------------------------------
 def test_a_simple_function_returns_its_result_through_the_future(executor):
     futures = [executor.submit(pow, 2, n) for n in range(6)]
@@ -158,7 +149,7 @@ def test_a_stopped_task_kills_its_worker_and_fails_with_the_reason(process_execu
     with pytest.raises(TrialTimeout, match="too slow"):
         f.result(timeout=10)
     assert time.monotonic() - start < 5
-    assert not _alive(pid)  # it no longer holds a core
+    assert not alive(pid)  # it no longer holds a core
     assert process_executor.submit(pow, 2, 5).result(timeout=60) == 32
 
 
@@ -302,14 +293,6 @@ time.sleep(120)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited; only its parent (init, now) has yet to reap it
-
-
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 def test_no_worker_outlives_a_parent_killed_with_sigkill(tmp_path):
     import subprocess
@@ -322,11 +305,11 @@ def test_no_worker_outlives_a_parent_killed_with_sigkill(tmp_path):
         while not all(f.is_file() and f.read_text() for f in files) and time.monotonic() < deadline:
             time.sleep(0.1)
         pids = [int(f.read_text()) for f in files]
-        assert all(_alive(p) for p in pids)  # both workers busy in a task
+        assert all(alive(p) for p in pids)  # both workers busy in a task
     finally:
         parent.kill()
         parent.wait()
     deadline = time.monotonic() + 10
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(_alive(p) for p in pids), "a worker outlived its SIGKILLed parent"
+    assert not any(alive(p) for p in pids), "a worker outlived its SIGKILLed parent"

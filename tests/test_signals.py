@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from search_helpers import alive
+
 pytestmark = pytest.mark.slow
 
 
@@ -29,13 +31,6 @@ def _children(pid: int) -> list[int]:
         if int(fields[1]) == pid and fields[0] != "Z":
             out.append(int(stat.parent.name))
     return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _terminate_after_first_results(args: list[str], out: Path, results: int = 2) -> tuple[float, int, int]:
@@ -56,9 +51,9 @@ def _terminate_after_first_results(args: list[str], out: Path, results: int = 2)
         proc.wait(timeout=60)
         took = time.monotonic() - start
         deadline = time.monotonic() + 10
-        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        while any(alive(w) for w in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert workers and not any(_alive(w) for w in workers), "a worker outlived the command"
+        assert workers and not any(alive(w) for w in workers), "a worker outlived the command"
         return took, before, _lines(out)
     finally:
         if proc.poll() is None:
