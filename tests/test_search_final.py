@@ -45,6 +45,15 @@ def test_verdicts_say_who_won_and_whether_it_beats_the_best_named_loss():
     assert nothing.startswith("Nothing trained") and "won" not in nothing
     only_anchors = verdict({"default": default, "found": default}, "default", trained_candidates=0)
     assert only_anchors.startswith("No new candidate finished")
+    rescaled = _row(f"Mul(2,{BCE})", "default", [0.12, 0.13, 0.14])
+    rescaled["vs_default"] = paired_comparison(rescaled["ap"], default["ap"])
+    detail = "a rescaling of bce (gradient cosine 1.0000 on the probes)"
+    novelty = {
+        "cls-sigmoid": {"kind": "rescaled", "detail": detail},
+        "reg": {"kind": "default", "detail": ""},
+    }
+    text = verdict({"default": default, "found": rescaled}, "rescaled", novelty=novelty)
+    assert f": {detail}); it trains as that loss does" in text and "nothing new won" in text
 
     named = _row(BCE, "default", [0.12, 0.13, 0.14])
     named["vs_default"] = paired_comparison(named["ap"], default["ap"])

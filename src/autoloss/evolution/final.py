@@ -16,7 +16,7 @@ from typing import Any
 
 from autoloss.evolution.engine import DEFAULT
 from autoloss.evolution.fitness import ap_of, worst_task
-from autoloss.evolution.novelty import classify, pair_kind
+from autoloss.evolution.novelty import classify, kind_of
 from autoloss.evolution.proxy import ProxyRunner, first_line
 from autoloss.runs.failpoints import failpoint
 from autoloss.spaces.named import PUBLISHED
@@ -31,7 +31,7 @@ FINAL_SPLIT = "test"
 def found_kind(pair: tuple[str, str], cls_branch: str = "cls-sigmoid") -> str:
     """'default' (the search's best is the stock pair), 'named' (named or published losses, or a sum of
     named parts, won), 'rescaled' (a rescaling of a named loss: it trains as that loss does) or 'new'."""
-    return pair_kind(*pair, cls_branch)
+    return kind_of(found_novelty(pair, cls_branch))
 
 
 def found_novelty(pair: tuple[str, str], cls_branch: str) -> dict[str, dict[str, str]]:
@@ -85,8 +85,8 @@ def final_comparison(search: Any, proxies: ProxyRunner) -> dict[str, Any]:
                     entry | {"seeds": seeds}, table["default"]["per_task"][name] | {"seeds": seeds}
                 )
     candidates, anchors = search.trained_ok()
-    kind = found_kind(found, search.cfg.cls_branch) if candidates + anchors else "nothing"
     novelty = found_novelty(found, search.cfg.cls_branch)
+    kind = kind_of(novelty) if candidates + anchors else "nothing"
     return {
         "table": table,
         "seeds": seeds,
@@ -210,10 +210,11 @@ def _verdict(
     which = " + ".join(short(t) for t in (found["cls"], found["reg"]) if t != DEFAULT)
     if kind == "rescaled":
         what = "; ".join(v["detail"] for v in (novelty or {}).values() if v["kind"] == "rescaled")
+        what = what or "its gradient is parallel to a named loss's"
         return (
-            f"A rescaling of a named loss won the search ({which}: {what or 'gradients parallel to a named '}"
-            f"loss's); it trains as that loss does with another learning rate, so nothing new won. Against "
-            f"the default on held-out seeds: {_phrase(found['vs_default'])}."
+            f"A rescaling of a named loss won the search ({which}: {what}); it trains as that loss does with "
+            f"another learning rate, so nothing new won. Against the default on held-out seeds: "
+            f"{_phrase(found['vs_default'])}."
         )
     if kind == "named":
         gain = found["vs_default"]

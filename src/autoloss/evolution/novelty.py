@@ -17,11 +17,11 @@ import numpy as np
 
 from autoloss.checks.config import DEFAULT_CONFIG
 from autoloss.checks.probes import forward_backward, validity_probe
+from autoloss.evolution.engine import DEFAULT
 from autoloss.expr import parse
 from autoloss.loss import Loss
 from autoloss.spaces.named import NAMED, PUBLISHED, name_of
 
-DEFAULT = "default"
 RESCALE_COSINE = 0.99
 # Coarse to fine: a pair is as new as its newest part.
 _ORDER = ("default", "published", "named", "named parts", "rescaled", "new")
@@ -50,11 +50,10 @@ def classify(text: str, branch: str) -> Novelty:
     return Novelty("new")
 
 
-def pair_kind(cls_text: str, reg_text: str, cls_branch: str) -> str:
-    """The kind of a (cls, reg) pair: "default" if both are, else that of its newest part, where named,
-    published and named parts all count as "named"."""
-    kinds = [classify(cls_text, cls_branch).kind, classify(reg_text, "reg").kind]
-    newest = max(kinds, key=_ORDER.index)
+def kind_of(parts: dict[str, dict[str, str]]) -> str:
+    """The kind of a pair from its parts' (`{branch: {"kind": ...}}`): "default" if both are, else that of
+    its newest part, where named, published and named parts all count as "named"."""
+    newest = max((p["kind"] for p in parts.values()), key=_ORDER.index)
     return "named" if newest in ("published", "named parts") else newest
 
 
