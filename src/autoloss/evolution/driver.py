@@ -70,6 +70,7 @@ class Search:
         self.summary: dict[str, Any] | None = None
         self._start = time.monotonic()
         self._restored_count = 0
+        self._final_cost = reserved_costs(cfg)[1]
 
     # --- units ----------------------------------------------------------------------------------
     def units(self) -> list[str]:
@@ -95,7 +96,7 @@ class Search:
     def final_reserve(self) -> int:
         """The final's cost, held back from the budget until the final has run, so that the budget is a
         cap on the whole search: what `reserved_costs` says it costs at most."""
-        return 0 if "final" in self.completed else reserved_costs(self.cfg)[1]
+        return 0 if "final" in self.completed else self._final_cost
 
     def run_all(self) -> dict[str, Any]:
         self._restore()
@@ -164,9 +165,7 @@ class Search:
             self.seen_keys[b].add(default_key)
             self.seen_syntax[b].add(parse(default_named.text).key)
             entries.append((b, DEFAULT, f"{b}:default"))
-            for n in NAMED.values():
-                if n.branch != b or n.name == default_named.name:
-                    continue
+            for n in anchor_losses(b):
                 key = functional_key(Loss.parse(n.text, b))
                 self.seen_keys[b].add(key)
                 self.seen_syntax[b].add(parse(n.text).key)
@@ -426,7 +425,7 @@ class Search:
                     "aps": aps,
                     "ap": statistics.fmean(aps),
                     # a pair that broke on any seed has no result at the top rung: it cannot be the winner
-                    "status": "ok" if not broke else broke.split(":", 1)[0],
+                    "status": next((x.get("status") for x in runs if x.get("status") != "ok"), "ok"),
                     "failure": broke,
                 }
             )
@@ -466,7 +465,7 @@ class Search:
         """(candidates, anchors) whose rung-0 training finished: new expressions, and the default and
         named losses. (0, 0) means nothing trained — no result picked the "winner"."""
         done = [r for evo in self.engines.values() for r in evo.evaluated.values() if r.status == "ok"]
-        anchors = sum(1 for r in done if r.text == DEFAULT or name_of(r.text) is not None)
+        anchors = sum(1 for r in done if r.anchor)
         return len(done) - anchors, anchors
 
     def best_named(self) -> tuple[str, str] | None:
@@ -542,6 +541,12 @@ def _first_not_ok(runs: list[dict[str, Any]], seeds: tuple[int, ...] | list[int]
     return None
 
 
+def anchor_losses(branch: str) -> list[Any]:
+    """The named losses of `branch` trained as anchors beside the default: all but the named form of the
+    detector's default, which is the default's own behaviour."""
+    return [n for n in NAMED.values() if n.branch == branch and n.name != DEFAULTS[branch]]
+
+
 # The final trains at most these pairs: the default, the published losses, the best named loss, the found.
 FINAL_PAIRS = 4
 
@@ -552,12 +557,11 @@ def reserved_costs(cfg: SearchConfig) -> tuple[int, int]:
     ev = cfg.evolution
     rungs = ladder(ev.rungs, ev.seed)
     tasks = max(1, len(cfg.task.proxy_tasks))
-    pairs: set[tuple[str, str]] = set()
-    for b in cfg.searched_branches():
-        pairs.add((DEFAULT, DEFAULT))
-        for n in NAMED.values():
-            if n.branch == b and n.name != DEFAULTS[b]:
-                pairs.add((DEFAULT, n.text) if b == "reg" else (n.text, DEFAULT))
+    pairs = {(DEFAULT, DEFAULT)} | {
+        (DEFAULT, n.text) if b == "reg" else (n.text, DEFAULT)
+        for b in cfg.searched_branches()
+        for n in anchor_losses(b)
+    }
     baseline = len(pairs) * rungs[0].cost * tasks
     final = FINAL_PAIRS * ev.final_seeds * rungs[-1].multiplier * tasks
     return baseline, final
