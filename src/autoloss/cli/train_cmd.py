@@ -80,10 +80,10 @@ def _data_options(fn: Any) -> Any:
 def train(**opts: Any) -> None:
     """Train a detector with the given losses and report COCO mAP on the validation split."""
     from autoloss.detection import DatasetError, LossSpecError, resolve_loss, run_experiment
-
-    refuse_amp_on_cpu(opts.get("amp"), opts.get("device"))
     from autoloss.detection.detectors import CLS_BRANCH
     from autoloss.detection.runner import load_experiment_data
+
+    refuse_amp_on_cpu(opts.get("amp"), opts.get("device"))
 
     if opts["task_name"] not in (None, "detection"):
         return _train_task(opts)

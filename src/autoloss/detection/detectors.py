@@ -121,7 +121,7 @@ class Detector(nn.Module):
         self, model: nn.Module, name: str, backbone: str, num_classes: int, geometry: str = "tiny"
     ) -> None:
         super().__init__()
-        self.model = model
+        self.model = skip_identity_resize(model)  # every detector, built-in or a user's
         self.name, self.backbone_name, self.num_classes = name, backbone, num_classes
         self.geometry = geometry
         self.label_offset = 0 if name == "faster_rcnn" else 1
@@ -196,7 +196,7 @@ def build_detector(
             finest_stride=8 if name != "faster_rcnn" else geo.rcnn_finest_stride,
         )
         model = _BUILDERS[name](body, num_classes, backbone, geo, transform, losses)
-    detector = Detector(skip_identity_resize(model), name, backbone, num_classes, geo.name)
+    detector = Detector(model, name, backbone, num_classes, geo.name)
     if weights is not None:
         load_weights(detector, weights)
     return detector

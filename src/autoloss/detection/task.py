@@ -22,7 +22,6 @@ from autoloss.data_specs import annotation_file, data_names, is_generated, is_kn
 from autoloss.detection.compiled_loss import compile_losses
 from autoloss.detection.data import DataSplit
 from autoloss.detection.detectors import CLS_BRANCH, Detector, _fork_and_seed
-from autoloss.detection.frame_transform import skip_identity_resize
 from autoloss.detection.loss_spec import loss_text, resolve_loss
 from autoloss.detection.presets import PROXY_PRESETS, preset
 from autoloss.detection.runner import (
@@ -185,9 +184,7 @@ class DetectionTask(ProxyTask):
             raise TaskError(
                 f"{type(self).__name__}.build_model returned {type(model).__name__}, not a torch module"
             )
-        return Detector(
-            skip_identity_resize(model), self.experiment.detector, type(self).__name__, data.num_classes
-        )
+        return Detector(model, self.experiment.detector, type(self).__name__, data.num_classes)
 
     def build_model(
         self, num_classes: int, cls_loss: Any, reg_loss: Any, min_size: int, max_size: int

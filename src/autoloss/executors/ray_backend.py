@@ -141,16 +141,13 @@ class RayExecutor:
                 )
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> TaskFuture:
-        remote = self._remote
-        if is_trial(fn) and self._gpu_remote is not None:
-            remote, options = self._gpu_remote, {}  # its resources and max_calls are declared with it
+        remote, options, threads = self._remote, {"num_cpus": 1, "num_gpus": 0}, 1
+        if is_trial(fn):
             threads = max(1, int(self.cpus_per_trial))
-        elif is_trial(fn):
-            options = {"num_cpus": self.cpus_per_trial, "num_gpus": 0}
-            threads = max(1, int(self.cpus_per_trial))
-        else:
-            options = {"num_cpus": 1, "num_gpus": 0}
-            threads = 1
+            if self._gpu_remote is not None:  # its resources and max_calls are declared with it
+                remote, options = self._gpu_remote, {}
+            else:
+                options = {"num_cpus": self.cpus_per_trial, "num_gpus": 0}
         ref = remote.options(max_retries=0, **options).remote(threads, fn, *args)
         stopped: list[BaseException] = []
 

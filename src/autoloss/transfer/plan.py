@@ -107,16 +107,14 @@ def plan_transfer(
 def seeds_after_run(run_dir: str | Path) -> int:
     """The first seed above every seed a search run trained with (its rungs', which chose the found losses,
     and its final's): a transfer of what it found is then trained on seeds no choice was made on."""
-    from autoloss.evolution.config import ConfigError, SearchConfig, load_config_file
+    from autoloss.evolution.config import ConfigError, SearchConfig
     from autoloss.evolution.rungs import held_out_seeds, ladder
+    from autoloss.runs.rundir import RunDir, RunDirError
 
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise TransferError(f"{run_dir} is not a search run directory: it has no config.yaml")
-    try:
-        ev = load_config_file(str(path), SearchConfig()).evolution
-    except ConfigError as exc:
-        raise TransferError(f"{run_dir}: {exc}") from None
+    try:  # read as `resume` reads a run's config
+        ev = SearchConfig.from_dict(RunDir.open(run_dir).config()).evolution
+    except (RunDirError, ConfigError) as exc:
+        raise TransferError(str(exc)) from None
     rungs = ladder(ev.rungs, ev.seed)
     used = [s for r in rungs for s in r.seeds] + held_out_seeds(rungs, ev.final_seeds)
     return max(used) + 1
