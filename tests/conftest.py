@@ -16,6 +16,12 @@ import pytest
 
 
 def pytest_configure(config):
+    # Machine-local caches (parsed COCO files) go to a folder of this session, not the user's: a test
+    # must neither read what an earlier version stored nor leave files behind. Subprocesses inherit it.
+    if not os.environ.get("AUTOLOSS_CACHE"):
+        import tempfile
+
+        os.environ["AUTOLOSS_CACHE"] = tempfile.mkdtemp(prefix="autoloss-test-cache-")
     # Under pytest-xdist each worker is one of `-n` processes sharing the cores; torch's default of one
     # intra-op thread per core would put two threads on every core and slow both workers down.
     if os.environ.get("PYTEST_XDIST_WORKER"):

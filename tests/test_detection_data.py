@@ -162,12 +162,39 @@ def test_coco_grayscale_and_rgba_become_rgb(tmp_path):
     assert any((img[0, 0] == (124, 116, 104)).all() for img in both)
 
 
-def test_coco_unreadable_image_is_skipped(tmp_path):
-    path = _write_coco(tmp_path, [_img(i) for i in range(4)], [], [{"id": 1, "name": "x"}], 4)
+def test_coco_unreadable_image_without_a_stated_size_is_skipped(tmp_path):
+    # no width/height in the JSON: the header is read when the split is made, and a bad one left out
+    images = [{"id": i, "file_name": f"img{i}.png"} for i in range(4)]
+    path = _write_coco(tmp_path, images, [], [{"id": 1, "name": "x"}], 4)
     (tmp_path / "img1.png").write_bytes(b"not a png")
     with pytest.warns(DataWarning, match="images unreadable: 1"):
         data = load_dataset(str(path), image_size=64)
     assert len(data.train) + len(data.val) + len(data.test) == 3
+    assert all(s == (80, 40) for split in (data.train, data.val, data.test) for s in split.sizes)
+
+
+def test_coco_image_with_a_stated_size_is_checked_when_decoded(tmp_path, monkeypatch):
+    # The JSON states sizes, so no image is opened to make the splits; a corrupt file shows when decoded
+    # (a blank image), and one whose pixels disagree with its stated size is scaled to it, since its
+    # boxes are in that frame.
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    annotations = [_ann(1, 2, 1, [20, 10, 40, 20])]
+    path = _write_coco(tmp_path, [_img(i) for i in range(3)], annotations, [{"id": 1, "name": "x"}], 3)
+    (tmp_path / "img1.png").write_bytes(b"not a png")
+    Image.new("RGB", (40, 20), (255, 255, 255)).save(tmp_path / "img2.png")  # half the stated 80x40
+    data = load_dataset(str(path), image_size=80)
+    assert opened == []
+    splits = {split.image_ids[0]: split for split in (data.train, data.val, data.test)}
+    assert splits[1].sizes == [(80, 40)]
+    with pytest.warns(DataWarning, match="unreadable"):
+        blank = splits[1].image(0)
+    assert blank.shape == (80, 80, 3) and len(np.unique(blank)) <= 3
+    with pytest.warns(DataWarning, match="is 40x20 but its annotations say 80x40"):
+        frame = splits[2].image(0)
+    assert frame.shape == (80, 80, 3) and (frame[:40] == 255).all()  # filled the stated frame
+    np.testing.assert_allclose(splits[2].boxes[0], [[20, 10, 60, 30]])
 
 
 @pytest.mark.parametrize(

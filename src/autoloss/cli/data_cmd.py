@@ -21,19 +21,20 @@ def list_(as_json: bool) -> None:
     from rich.table import Table
 
     from autoloss.data_specs import BUILTIN, GENERATED
-    from autoloss.detection.coco_json import read_coco_json, three_way_split
+    from autoloss.detection.coco_cache import load_coco
+    from autoloss.detection.coco_json import three_way_split
     from autoloss.detection.data import DataReport
     from autoloss.detection.datasets import json_path
 
     rows = []
     for name, spec in BUILTIN.items():
-        source = read_coco_json(json_path(name), DataReport())
+        source = load_coco(json_path(name), DataReport())
         plan = three_way_split(source, seed=0)
         rows.append(
             {
                 "name": name,
-                "images": len(source.images),
-                "boxes": sum(len(i.boxes) for i in source.images),
+                "images": len(source),
+                "boxes": int((~source.iscrowd).sum()),
                 "classes": list(source.class_names),
                 "splits": {"train": len(plan.train), "val": len(plan.val), "test": len(plan.test)},
                 "split_method": plan.method,

@@ -11,6 +11,7 @@ pycocotools reports on the dataset's own annotations.
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections import OrderedDict
@@ -73,9 +74,12 @@ class ImageCache:
 class CocoImages:
     """The images `indices` of `source`, under `root`, resized by `resize`.
 
-    Files that are missing or whose header cannot be read are left out and counted in `report` when the
-    split is made (a header read per image, not a decode); an image that turns out to be corrupt past its
-    header while training is replaced by a blank one with no boxes, with a `DataWarning`.
+    An image's size is the one its JSON entry states, so making a split opens no image: COCO train2017
+    would otherwise read 118k headers before the first step. Only entries without a size have their header
+    read here. Missing files (one folder listing per folder, not a stat per image) and, for entries without
+    a size, unreadable headers are left out and counted in `report`. A file that turns out corrupt when it
+    is decoded is replaced by a blank image with no boxes, and one whose pixels disagree with its stated
+    size is scaled to that size (its boxes are in that frame), each with one `DataWarning`.
     """
 
     def __init__(
@@ -87,36 +91,43 @@ class CocoImages:
         report: DataReport,
         cache: ImageCache | None = None,
     ) -> None:
+        self.source = source
         self.source_path = source.path
         self.class_names = source.class_names
         self.category_ids = source.category_ids
         self.resize = resize
         self.cache = cache if cache is not None else ImageCache()
+        self.rows: list[int] = []  # the source's image index of each image kept
         self.paths: list[str] = []
         self.image_ids: list[int] = []
         self.sizes: list[tuple[int, int]] = []  # original (width, height)
         self.scales: list[float] = []
-        self.annotations: list[tuple[dict[str, Any], ...]] = []
         boxes, labels = [], []
+        listing = _Listing()
         for i in indices:
-            entry = source.images[i]
-            path = root / entry.file_name
-            size = _image_size(path)
-            if isinstance(size, str):
-                report.note(size, entry.file_name)
+            file_name = source.file_name(i)
+            path = root / file_name
+            width, height = (int(v) for v in source.sizes[i])
+            if not listing.exists(path):
+                report.note("images_missing", file_name)
                 continue
-            width, height = size
-            clipped, keep = clean_boxes(entry.boxes, width, height, report, entry.file_name)
+            if not width:
+                size = _image_size(path)
+                if isinstance(size, str):
+                    report.note(size, file_name)
+                    continue
+                width, height = size
+            clipped, keep = clean_boxes(source.boxes(i), width, height, report, file_name)
             scale = resize.scale(width, height)
             if not keep.any():
                 report.images_without_boxes += 1
             boxes.append((clipped[keep] * scale).astype(np.float32))
-            labels.append(entry.labels[keep])
+            labels.append(source.labels(i)[keep])
+            self.rows.append(i)
             self.paths.append(str(path))
-            self.image_ids.append(entry.image_id)
+            self.image_ids.append(int(source.image_ids[i]))
             self.sizes.append((width, height))
             self.scales.append(scale)
-            self.annotations.append(entry.annotations)
         self.boxes: tuple[np.ndarray, ...] = tuple(boxes)
         self.labels: tuple[np.ndarray, ...] = tuple(labels)
         self._warned: set[str] = set()
@@ -153,16 +164,24 @@ class CocoImages:
                 # As the camera meant it: annotation tools (and browsers) show a photo with its EXIF
                 # orientation applied, so that is the frame its boxes and JSON width/height are in.
                 ImageOps.exif_transpose(image, in_place=True)
+                if image.size != self.sizes[i]:
+                    self._warn(
+                        path,
+                        f"is {image.size[0]}x{image.size[1]} but its annotations say "
+                        f"{self.sizes[i][0]}x{self.sizes[i][1]}; scaled to that, where its boxes are",
+                    )
+                    return self._resized(image.resize(self.sizes[i], Image.Resampling.BILINEAR))
                 return self._resized(image)
         except (OSError, UnidentifiedImageError, ValueError) as err:
-            if path not in self._warned:
-                self._warned.add(path)
-                warnings.warn(
-                    f"{path}: unreadable ({err}); trained on as a blank image", DataWarning, stacklevel=2
-                )
+            self._warn(path, f"unreadable ({err}); trained on as a blank image")
             width, height = self.sizes[i]
             shape = self._frame_shape(width, height)
             return np.broadcast_to(np.asarray(PAD_RGB, np.uint8), (*shape, 3)).copy()
+
+    def _warn(self, path: str, problem: str) -> None:
+        if path not in self._warned:
+            self._warned.add(path)
+            warnings.warn(f"{path}: {problem}", DataWarning, stacklevel=3)
 
     def _resized(self, image: Image.Image) -> np.ndarray:
         if self.resize.mode == "letterbox":
@@ -180,23 +199,12 @@ class CocoImages:
     def ground_truth(self) -> dict[str, Any]:
         """The split's own COCO annotations (original ids, pixels, areas and crowd flags)."""
         images, annotations = [], []
-        for image_id, (width, height), path, anns in zip(
-            self.image_ids, self.sizes, self.paths, self.annotations, strict=True
+        for row, image_id, (width, height), path in zip(
+            self.rows, self.image_ids, self.sizes, self.paths, strict=True
         ):
             images.append({"id": image_id, "width": width, "height": height, "file_name": Path(path).name})
-            for ann in anns:
-                x, y, w, h = (float(v) for v in ann["bbox"])
-                record = {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": int(ann["category_id"]),
-                    "bbox": [x, y, w, h],
-                    # COCO's area ranges (small/medium/large) read this field, the mask area when the
-                    # dataset has one; only a record without it falls back to the box.
-                    "area": float(ann.get("area", w * h)),
-                    "iscrowd": int(bool(ann.get("iscrowd", 0))),
-                }
-                annotations.append(record)
+            for record in self.source.records(row):
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id, **record})
         categories = [
             {"id": cat_id, "name": name}
             for cat_id, name in zip(self.category_ids, self.class_names, strict=True)
@@ -233,6 +241,24 @@ class _LazyImages:
     def shape(self) -> tuple[int, ...]:
         size = self._split.image_size
         return (len(self._split), size, size, 3)
+
+
+class _Listing:
+    """Which files exist, from one listing per folder: a stat per image costs minutes on a network
+    file system holding COCO's 118k images."""
+
+    def __init__(self) -> None:
+        self._names: dict[Path, set[str]] = {}
+
+    def exists(self, path: Path) -> bool:
+        names = self._names.get(path.parent)
+        if names is None:
+            try:
+                names = self._names[path.parent] = set(os.listdir(path.parent))
+            except OSError:
+                names = self._names[path.parent] = set()
+        # a name the listing spells differently may still open (case-insensitive file systems)
+        return path.name in names or path.is_file()
 
 
 def _image_size(path: Path) -> tuple[int, int] | str:

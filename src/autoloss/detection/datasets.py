@@ -8,8 +8,9 @@ import os
 from pathlib import Path
 
 from autoloss.data_specs import annotation_file, data_names, is_builtin, is_generated
+from autoloss.detection.coco_cache import load_coco
 from autoloss.detection.coco_images import DEFAULT_CACHE_MB, CocoImages, ImageCache
-from autoloss.detection.coco_json import carve_val, read_coco_json, subset_indices, three_way_split
+from autoloss.detection.coco_json import carve_val, subset_indices, three_way_split
 from autoloss.detection.data import RESIZE_MODES, DataReport, DatasetError, DataSplit, Resize
 from autoloss.detection.shapes import generate_shapes
 
@@ -121,7 +122,7 @@ def _load_coco(
     path = json_path(spec)
     root = _folder(images, path)
     report = DataReport()
-    source = read_coco_json(path, report)
+    source = load_coco(path, report)
     if val_spec is None:
         if val_images is not None:
             raise ValueError("--val-images needs --val-data (the held-out JSON)")
@@ -131,13 +132,13 @@ def _load_coco(
     else:
         test_path = json_path(val_spec)
         test_root = _folder(val_images, test_path)
-        test_source = read_coco_json(test_path, report)
+        test_source = load_coco(test_path, report)
         if not test_source.same_classes(source):
             theirs = list(zip(test_source.category_ids, test_source.class_names, strict=True))
             ours = list(zip(source.category_ids, source.class_names, strict=True))
             raise DatasetError(val_spec, f"its categories {theirs} differ from the training file's {ours}")
         train_idx, val_idx = carve_val(source, seed)
-        test_idx = list(range(len(test_source.images)))
+        test_idx = list(range(len(test_source)))
         method = (
             f"two files: search-val carved from the training file (class-stratified, seed {seed}); "
             f"test is {val_spec}"
