@@ -167,3 +167,53 @@ def test_perfect_and_empty_detections():
     ]
     assert coco_map(gt, detections_to_coco(perfect))["AP"] == pytest.approx(1.0)
     assert coco_map(gt, [])["AP"] == 0.0
+
+
+def _nondeterministic_giou(**inputs):
+    # put_ without accumulate has no deterministic kernel on any device: it stands in, on CPU, for the
+    # CUDA kernels (RoIAlign's backward, ...) that torch refuses under deterministic algorithms
+    torch.zeros(2).put_(torch.tensor([0]), torch.tensor([1.0]))
+    return GIOU.fn(**inputs)
+
+
+def test_deterministic_is_strict_and_names_the_op_it_cannot_run():
+    seen = []
+
+    def probe(**inputs):
+        seen.append(
+            (
+                torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled(),
+            )
+        )
+        return GIOU.fn(**inputs)
+
+    train = {"iterations": 2, "deterministic": True}
+    ok = evaluate_losses(preset_name="tiny", seed=0, reg_loss=Double("reg", "probe", probe), train=train)
+    assert ok.status == "ok" and seen and all(s == (True, False) for s in seen)  # strict, not warn-only
+    assert not torch.are_deterministic_algorithms_enabled()  # restored for the caller
+    bad = Double("reg", "put", _nondeterministic_giou)
+    refused = evaluate_losses(preset_name="tiny", seed=0, reg_loss=bad, train=train)
+    assert refused.status == "failed"
+    assert refused.reason.startswith("--deterministic: put_ has no deterministic implementation on cpu")
+    allowed = evaluate_losses(preset_name="tiny", seed=0, reg_loss=bad, train={"iterations": 2})
+    assert allowed.status == "ok", allowed.reason
+
+
+def test_deterministic_faster_rcnn_on_cuda_is_refused_before_training():
+    from autoloss.detection.runner import validate_experiment
+
+    cfg = ExperimentConfig(
+        detector="faster_rcnn", train=TrainConfig(iterations=2, device="cuda", deterministic=True)
+    )
+    with pytest.raises(ValueError, match="roi_align_backward_kernel"):
+        validate_experiment(cfg)
+    fcos = ExperimentConfig(
+        detector="fcos", train=TrainConfig(iterations=2, device="cuda", deterministic=True)
+    )
+    with pytest.raises(ValueError) as other:  # only the CUDA check of this CPU machine stops fcos
+        validate_experiment(fcos)
+    assert "roi_align" not in str(other.value)
+    validate_experiment(
+        ExperimentConfig(detector="faster_rcnn", train=TrainConfig(iterations=2, deterministic=True))
+    )

@@ -96,6 +96,14 @@ def validate_experiment(cfg: ExperimentConfig) -> None:
         raise ValueError(f"train_subset must be >= 1 image, got {cfg.train_subset}")
     if cfg.pretrained is not None and cfg.backbone_weights is not None:
         raise ValueError("give pretrained (a torchvision weight name) or backbone_weights (a file), not both")
+    if cfg.train.deterministic and cfg.train.device.startswith("cuda") and cfg.detector == "faster_rcnn":
+        # torchvision's CUDA RoIAlign backward accumulates with atomics and asks torch to refuse it under
+        # deterministic algorithms: every training would fail at its first step.
+        raise ValueError(
+            "--deterministic on CUDA cannot train faster_rcnn: its RoI head's RoIAlign backward "
+            "(torchvision roi_align_backward_kernel) has no deterministic CUDA kernel; drop --deterministic "
+            "(CPU training is deterministic without it) or use fcos / retinanet"
+        )
     validate_train_config(cfg.train)
 
 

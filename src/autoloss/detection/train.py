@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -112,7 +113,13 @@ def lr_factor(iteration: int, total: int, warmup: int, warmup_factor: float) -> 
 class deterministic:
     """Deterministic kernels for a block (torch.use_deterministic_algorithms, cuDNN without autotuning),
     restoring the caller's settings afterwards. CPU training is deterministic without it; on CUDA some
-    kernels (scatter-add in the losses' backward, cuDNN's autotuned convolutions) are not."""
+    kernels (scatter-add in the losses' backward, cuDNN's autotuned convolutions) are not.
+
+    Strict: an op with no deterministic kernel raises instead of warning (torch's `warn_only` would let a
+    "deterministic" run differ from its repeat with nothing but a log line to show for it). The training
+    reports it as a failure naming the op (`nondeterministic_op`); `runner.validate_experiment` refuses
+    the combinations known to hit one before anything is trained.
+    """
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -127,7 +134,7 @@ class deterministic:
         )
         # cuBLAS needs a fixed workspace for deterministic matmuls; it reads this when CUDA starts.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
 
@@ -138,6 +145,15 @@ class deterministic:
         torch.use_deterministic_algorithms(algorithms)
         torch.backends.cudnn.deterministic = cudnn_deterministic
         torch.backends.cudnn.benchmark = benchmark
+
+
+_NONDETERMINISTIC = re.compile(r"^(\S+) does not have a deterministic implementation")
+
+
+def nondeterministic_op(err: BaseException) -> str | None:
+    """The op torch refused to run under deterministic algorithms, from its error, else None."""
+    match = _NONDETERMINISTIC.match(str(err)) if isinstance(err, RuntimeError) else None
+    return match.group(1) if match else None
 
 
 class thread_limit:
@@ -181,7 +197,14 @@ def train_detector(
         except (
             Exception
         ) as err:  # a crashing candidate loss is a result ("failed"), not a crash of the caller
-            state.status, state.reason = "failed", f"{type(err).__name__}: {err}"
+            op = nondeterministic_op(err) if cfg.deterministic else None
+            state.status = "failed"
+            state.reason = (
+                f"--deterministic: {op} has no deterministic implementation on {cfg.device} "
+                f"(torch {torch.__version__}); train without --deterministic"
+                if op
+                else f"{type(err).__name__}: {err}"
+            )
     finite = state.last_loss is not None and math.isfinite(state.last_loss)
     return TrainOutcome(
         status=state.status,
