@@ -19,7 +19,14 @@ def _python(code: str) -> str:
 
 
 def test_public_names():
-    assert set(autoloss.__all__) == {"AutolossError", "ExprError", "Loss", "check", "search"}
+    assert set(autoloss.__all__) == {
+        "AutolossError",
+        "ExprError",
+        "Loss",
+        "check",
+        "plot_loss_curves",
+        "search",
+    }
     for name in autoloss.__all__:
         assert getattr(autoloss, name) is not None
     from autoloss.detection import build_detector
@@ -30,10 +37,11 @@ def test_public_names():
 
 def test_import_is_light_and_search_is_lazy():
     out = _python(
-        "import sys, autoloss; autoloss.search; autoloss.check; "
-        "print('torch' in sys.modules, 'sympy' in sys.modules, 'autoloss.evolution.api' in sys.modules)"
+        "import sys, autoloss; autoloss.search; autoloss.check; autoloss.plot_loss_curves; "
+        "print('torch' in sys.modules, 'sympy' in sys.modules, 'autoloss.evolution.api' in sys.modules,"
+        " 'matplotlib' in sys.modules)"
     )
-    assert out.split() == ["False", "False", "False"]
+    assert out.split() == ["False", "False", "False", "False"]
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ The stable public API:
 - `check(loss)`: the cheap filters' verdicts (validity, dedup, CPV, MOS) for one loss;
 - `search(out, budget=..., **sections)`: run a search into a run directory and return its summary;
 - `autoloss.detection.build_detector(...)`: a torchvision detector with searched losses in its heads;
-- `autoloss.export.export(target, fmt)`: found losses as PyTorch / MMDetection code, LaTeX or JSON.
+- `autoloss.export.export(target, fmt)`: found losses as PyTorch / MMDetection code, LaTeX or JSON;
+- `plot_loss_curves(losses, path, vs=...)`: a figure of losses and their gradients as the detector sees them.
 
 Importing the package is cheap: torch and sympy load when a loss is first evaluated, checked or printed.
 """
@@ -23,7 +24,7 @@ from autoloss.spaces.branches import branch as lookup_branch
 if TYPE_CHECKING:
     from autoloss.checks import CheckConfig, ScreenResult
 
-__all__ = ["AutolossError", "ExprError", "Loss", "check", "search"]
+__all__ = ["AutolossError", "ExprError", "Loss", "check", "plot_loss_curves", "search"]
 __version__ = "0.1.0"
 
 
@@ -70,3 +71,18 @@ def search(
     from autoloss.evolution.api import search as run_search
 
     return run_search(out, budget=budget, task=task, overwrite=overwrite, progress=progress, **sections)
+
+
+def plot_loss_curves(losses: Any, path: str | Path, vs: Any = None, **options: Any) -> Path:
+    """Draw the curves of `losses` (Loss objects, named losses or prefix expressions, all of one branch; a
+    dict gives them legend labels) beside named losses into `path` (.png, .pdf, .svg, ...) and return it.
+
+    Each column is one family of inputs, the loss on top and its gradient below, computed with the compiled
+    loss in float32 as the detector's heads call it (cls-sigmoid losses times focal's alpha_t). `vs` names
+    the losses to compare with (default: the branch's named losses; `["none"]`: none); `options` are those
+    of `autoloss.report.curve_plots.plot_loss_curves` (branch, points, qualities, classes, box, title).
+    The numbers without a figure: `autoloss.report.curves.loss_curves`.
+    """
+    from autoloss.report.curve_plots import plot_loss_curves as plot
+
+    return plot(losses, path, vs, **options)

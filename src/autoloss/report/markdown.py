@@ -1,4 +1,5 @@
-"""`report.md` for a run directory: the result table, the top losses, the funnel and where time went."""
+"""`report.md` for a run directory: the result table, the finalists' rung history and loss curves, the top
+losses, the funnel and where time went."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import csv
 import json
 from pathlib import Path
 
+from autoloss.report.finalists import curve_lines, finalist_rung_lines
 from autoloss.report.plots import STAGES, plot_funnel, plot_map, plot_time
 from autoloss.runs.failpoints import failpoint
 from autoloss.runs.rundir import RunDir
@@ -93,6 +95,11 @@ def write_report(path: str | Path, top: int = 5) -> Path:
         f"Filters: CPV {'on' if filters.get('cpv') else 'off'}, MOS {'on' if filters.get('mos') else 'off'}.",
         "",
     ]
+    hall = run.path / "hall_of_fame.csv"
+    rows: list[dict[str, str]] = []
+    if hall.is_file():
+        with hall.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
     summary_path = run.path / "summary.json"
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
@@ -103,12 +110,12 @@ def write_report(path: str | Path, top: int = 5) -> Path:
             "fewer than 3 seeds the table says `too few seeds to tell`.",
             "",
         ]
+        lines += finalist_rung_lines(run, summary)
+        lines += curve_lines(run, summary, rows)
     else:
         lines += ["The search has not finished: no final table yet.", ""]
 
-    hall = run.path / "hall_of_fame.csv"
     if hall.is_file():
-        rows = list(csv.DictReader(hall.open()))
         lines += [
             "## Top losses (highest rung reached, then mean fitness over that rung's seeds)",
             "",
