@@ -12,7 +12,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,ray,mmdet-test]'
+	$(PY) -m pip install --quiet -e '.[dev,ray,mmdet-test,tensorboard]'
 	# MMDetection conformance tests: mmdet's pure-torch loss files, without its compiled dependencies.
 	$(PY) -m pip install --quiet --no-deps mmengine==0.10.7 mmcv-lite==2.2.0 mmdet==3.3.0
 	touch $(STAMP)

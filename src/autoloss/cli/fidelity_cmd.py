@@ -57,6 +57,7 @@ DEFAULT_PROXY = "fcos:bccd:128:300"
 @click.option("--seeds", type=int, default=2, show_default=True, help="Seeds per loss and task.")
 @shared_task_options
 @training_options("runs/fidelity")
+@click.option("--quiet", is_flag=True, help="No progress output; print only the results.")
 @fail_on_user_error
 def fidelity(
     proxies,
@@ -71,12 +72,14 @@ def fidelity(
     device,
     task_name,
     out,
+    quiet,
     **opts,
 ) -> None:
     """Train a panel of losses on a proxy and on target tasks; report Kendall τ and Spearman ρ (bootstrap
     95 % CIs), top-1 / top-3 agreement, a table (fidelity.md) and a scatter plot (fidelity.png)."""
     from rich.console import Console
 
+    from autoloss.cli.live import TrainingsDisplay
     from autoloss.fidelity import parse_task, train_panel
     from autoloss.fidelity.panel import PanelEntry, default_panel, survivors_from_run, unique
     from autoloss.fidelity.report import agreement_rows, markdown, scatter_plot, scores_by_task
@@ -116,28 +119,23 @@ def fidelity(
         raise FidelityError(f"the panel has {len(entries)} loss pairs; rank agreement needs at least 3")
     console = Console(stderr=True)
     tasks = [*proxy_tasks, *target_tasks]
-    console.print(
-        f"fidelity: {len(entries)} loss pairs x {len(tasks)} tasks x {seeds} seeds = "
-        f"{len(entries) * len(tasks) * seeds} trainings",
-        markup=False,
-    )
-
-    def progress(rec):
-        res = rec["result"]
-        ap = res.get("metrics", {}).get("AP")
-        shown = f"mAP {ap:.4f}" if ap is not None and res.get("status") == "ok" else res.get("status")
-        console.print(f"  seed {rec['seed']}: {shown}", markup=False)
-
-    records = train_panel(
-        tasks,
-        [(e.cls, e.reg) for e in entries],
-        list(range(seeds)),
-        out,
-        device=device,
-        backend=backend,
-        workers=workers,
-        progress=progress,
-    )
+    if not quiet:
+        console.print(
+            f"fidelity: {len(entries)} loss pairs x {len(tasks)} tasks x {seeds} seeds = "
+            f"{len(entries) * len(tasks) * seeds} trainings",
+            markup=False,
+        )
+    with TrainingsDisplay(console, quiet) as display:
+        records = train_panel(
+            tasks,
+            [(e.cls, e.reg) for e in entries],
+            list(range(seeds)),
+            out,
+            device=device,
+            backend=backend,
+            workers=workers,
+            progress=display.update,
+        )
     scores = scores_by_task(records, entries)
     rows = agreement_rows(scores, [t.name for t in proxy_tasks], [t.name for t in target_tasks])
     out_path = Path(out)

@@ -16,6 +16,15 @@ from autoloss.cli.common import (
 )
 
 
+def tensorboard_option(fn: Any) -> Any:
+    return click.option(
+        "--tensorboard/--no-tensorboard",
+        default=None,
+        help="Write TensorBoard event files to RUN/tensorboard [on where the tensorboard extra is "
+        "installed].",
+    )(fn)
+
+
 def _positive(ctx, param, value):
     if value is not None and value <= 0:
         raise click.BadParameter(f"must be positive, got {value}")
@@ -185,6 +194,7 @@ def _positive(ctx, param, value):
 @click.option("--no-cpv", is_flag=True, help="Ablation: skip convergence property verification.")
 @click.option("--no-mos", is_flag=True, help="Ablation: skip model optimization simulation.")
 @click.option("--quiet", is_flag=True, help="No live display; print only the final table.")
+@tensorboard_option
 @fail_on_user_error
 def search(**opts: Any) -> None:
     """Search for better detection losses (CSE-Autoloss) and report them against the defaults."""
@@ -249,6 +259,7 @@ def search(**opts: Any) -> None:
         lambda progress: run_search(cfg, opts["out"], overwrite=opts["overwrite"], progress=progress),
         cfg,
         opts["quiet"],
+        opts["tensorboard"],
     )
 
 
@@ -264,8 +275,11 @@ def search(**opts: Any) -> None:
     is_flag=True,
     help="Resume although the data files changed since the run started (recorded in inputs.json).",
 )
+@tensorboard_option
 @fail_on_user_error
-def resume(run_dir: str, backend, workers, ray_address, device, quiet, allow_changed_data) -> None:
+def resume(
+    run_dir: str, backend, workers, ray_address, device, quiet, allow_changed_data, tensorboard
+) -> None:
     """Continue a search that stopped or was killed; finished trainings are never recomputed.
 
     Only how the work runs may change (--backend, --workers, --ray-address, --device).
@@ -289,10 +303,29 @@ def resume(run_dir: str, backend, workers, ray_address, device, quiet, allow_cha
         ),
         cfg,
         quiet,
+        tensorboard,
     )
 
 
-def _run(start, cfg, quiet: bool) -> None:
+def _board(wanted: bool | None, console: Any, quiet: bool) -> Any:
+    """The TensorBoard writer of the run (report/tensorboard.py), or None: --tensorboard insists (an error
+    naming the extra if it is missing), --no-tensorboard declines, and by default a run gets one where the
+    extra is installed and a note where it is not: a search must not fail for its charts."""
+    if wanted is False:
+        return None
+    from autoloss.report.tensorboard import SearchBoard, TensorBoardMissing
+
+    try:
+        return SearchBoard()
+    except TensorBoardMissing as exc:
+        if wanted:
+            raise
+        if not quiet:
+            console.print(f"note: no TensorBoard files for this run. {exc}", markup=False, highlight=False)
+        return None
+
+
+def _run(start, cfg, quiet: bool, tensorboard: bool | None = None) -> None:
     import sys
 
     from rich.console import Console
@@ -301,19 +334,29 @@ def _run(start, cfg, quiet: bool) -> None:
     from autoloss.evolution.proxy import ProxyBroken
 
     console = Console(stderr=True)
+    board = _board(tensorboard, console, quiet)
     display = LiveDisplay(cfg, console, enabled=not quiet)
+
+    def progress(event: dict[str, Any]) -> None:
+        display.update(event)
+        if board is not None:
+            board(event)
+
     try:
         with display:
-            summary, run = start(display.update)
+            summary, run = start(progress)
     except ProxyBroken as exc:
         # Not a usage error (exit 2): the run started and its proxy does not train. Exit 1, like a failed
         # `autoloss train`, with what went wrong; the finished trainings are in the run directory.
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    _print_summary(summary, Path(run.path))
+    finally:
+        if board is not None:
+            board.close()
+    _print_summary(summary, Path(run.path), tensorboard=board is not None and board.stopped is None)
 
 
-def _print_summary(summary: dict[str, Any], path: Path) -> None:
+def _print_summary(summary: dict[str, Any], path: Path, tensorboard: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -354,6 +397,8 @@ def _print_summary(summary: dict[str, Any], path: Path) -> None:
         console.print(f"Generations stopped early: {summary['stopped']}", markup=False)
     console.print(f"Run directory: {path}  (hall_of_fame.csv, best/, events.jsonl)", markup=False)
     console.print(f"Report: autoloss report {path}", markup=False)
+    if tensorboard:
+        console.print(f"TensorBoard: tensorboard --logdir {path / 'tensorboard'}", markup=False)
 
 
 @click.command()

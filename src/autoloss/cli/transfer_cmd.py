@@ -64,6 +64,7 @@ def _split(value: str) -> list[str]:
 )
 @shared_task_options
 @training_options("runs/transfer")
+@click.option("--quiet", is_flag=True, help="No progress output; print only the results.")
 @fail_on_user_error
 def transfer(
     cls_loss,
@@ -81,12 +82,14 @@ def transfer(
     device,
     task_name,
     out,
+    quiet,
     **opts,
 ) -> None:
     """Train each detector on each dataset with the given losses, the defaults, the published CSE-Autoloss
     losses of the matching branch and the named losses; write a table (Markdown + CSV) and a bar plot."""
     from rich.console import Console
 
+    from autoloss.cli.live import TrainingsDisplay
     from autoloss.transfer.plan import TransferError, plan_transfer, seeds_after_run
     from autoloss.transfer.run import run_transfer
     from autoloss.transfer.table import aggregate, bar_plot, markdown, to_csv
@@ -106,33 +109,27 @@ def transfer(
     backbone = extra.pop("backbone", "tiny")
     task_name = checked_task_name(task_name)
     console = Console(stderr=True)
-    console.print(
-        f"transfer: {plan.trainings()} trainings ({len(plan.cells())} cells x seeds {plan.seeds}), "
-        f"{schedule:g}x the proxy length",
-        markup=False,
-    )
-
-    def progress(rec):
-        res = rec["result"]
-        ap = res.get("metrics", {}).get("AP")
+    if not quiet:
         console.print(
-            f"  seed {rec['seed']}: {res.get('status')} {'' if ap is None else f'mAP {ap:.4f}'}", markup=False
+            f"transfer: {plan.trainings()} trainings ({len(plan.cells())} cells x seeds {plan.seeds}), "
+            f"{schedule:g}x the proxy length",
+            markup=False,
         )
-
-    records = run_transfer(
-        plan,
-        out,
-        iterations=iterations,
-        epochs=epochs,
-        schedule=schedule,
-        device=device,
-        backend=backend,
-        workers=workers,
-        backbone=backbone,
-        progress=progress,
-        task=task_name,
-        settings=extra,
-    )
+    with TrainingsDisplay(console, quiet) as display:
+        records = run_transfer(
+            plan,
+            out,
+            iterations=iterations,
+            epochs=epochs,
+            schedule=schedule,
+            device=device,
+            backend=backend,
+            workers=workers,
+            backbone=backbone,
+            progress=display.update,
+            task=task_name,
+            settings=extra,
+        )
     rows = aggregate(records)
     out_path = Path(out)
     (out_path / "transfer.md").write_text(markdown(rows))

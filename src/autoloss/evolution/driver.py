@@ -120,7 +120,18 @@ class Search:
             )
             proxies.count = self._restored_count
             units = self.units()
-            self.progress({"type": "start", "units": units, "completed": list(self.completed)})
+            self.progress(
+                {
+                    "type": "start",
+                    "units": units,
+                    "completed": list(self.completed),
+                    # For observers (the live display, TensorBoard): where the run is, what it had spent.
+                    "run": str(self.run.path),
+                    "proxy_count": proxies.count,
+                    "workers": executor.slots,
+                    "elapsed_s": self.elapsed(),
+                }
+            )
             for unit in units:
                 if unit in self.completed:
                     continue
@@ -129,6 +140,8 @@ class Search:
                 self.completed.append(unit)
                 failpoint("unit-done")
                 self._checkpoint(proxies)
+                # After the checkpoint: what an observer reads of this unit's journal lines is final.
+                self.progress({"type": "unit-done", "unit": unit, "proxy_count": proxies.count})
         finally:
             executor.shutdown()
         from autoloss.evolution.outputs import write_outputs

@@ -14,13 +14,22 @@ from typing import Any
 
 from autoloss.errors import AutolossError
 from autoloss.evolution.config import SearchConfig
+from autoloss.evolution.progress import Tally
 from autoloss.evolution.proxy import ProxyRunner, ap_of
 from autoloss.executors import make_executor
 from autoloss.runs.cell_cache import cell_folder, identity
 from autoloss.runs.rundir import RunDir
 from autoloss.tasks import DEFAULT_TASK, TaskError
 from autoloss.tasks.spec import parse_task_text
-from autoloss.transfer.run import cell_config, data_stem, safe_name, task_suffix
+from autoloss.transfer.run import (
+    cached_jobs,
+    cell_config,
+    data_stem,
+    progress_event,
+    safe_name,
+    tally_reporter,
+    task_suffix,
+)
 
 
 class FidelityError(AutolossError):
@@ -94,15 +103,26 @@ def train_panel(
     workers: int = 2,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train every (cls, reg) pair on every task and seed; one record per training (AP 0 if it failed)."""
+    """Train every (cls, reg) pair on every task and seed; one record per training (AP 0 if it failed).
+    `progress` gets a `transfer.run.progress_event` per training, done here or found in the cache; the
+    ETA weighs each training by its task's iterations."""
     out = Path(out)
     executor = make_executor(backend, workers, device=device)
     records: list[dict[str, Any]] = []
+    pairs = list(dict.fromkeys(pairs))
+    per_task = len(pairs) * len(seeds)
+    tally = Tally(per_task * len(tasks), per_task * sum(t.iterations for t in tasks), executor.slots)
     try:
         for task in tasks:
             cfg = task.config(device)
             task_dir = cell_folder(out / "tasks", task.protocol, identity(cfg))
-            runner = ProxyRunner(cfg, RunDir(task_dir), executor.submit, executor.slots, on_done=progress)
+            on_done = tally_reporter(tally, task.iterations, progress)
+            runner = ProxyRunner(cfg, RunDir(task_dir), executor.submit, executor.slots, on_done=on_done)
+            cached = cached_jobs(runner, [(c, r, s) for c, r in pairs for s in seeds], task.split)
+            if cached:
+                estimate = tally.cached(cached, cached * task.iterations)
+                if progress is not None:
+                    progress(progress_event("cached", estimate, count=cached))
             for (c, r), runs in runner.evaluate_pairs(pairs, seeds, split=task.split).items():
                 for s, res in zip(seeds, runs, strict=True):
                     records.append(

@@ -12,7 +12,8 @@ from typing import Any
 
 from autoloss.data_specs import is_builtin, is_generated
 from autoloss.evolution.config import SearchConfig, TaskConfig
-from autoloss.evolution.proxy import ProxyRunner
+from autoloss.evolution.progress import Estimate, Tally
+from autoloss.evolution.proxy import ProxyRunner, eval_id
 from autoloss.executors import make_executor
 from autoloss.runs.cell_cache import cell_folder, identity
 from autoloss.runs.rundir import RunDir
@@ -78,6 +79,32 @@ def cell_config(
     )
 
 
+Progress = Callable[[dict[str, Any]], None]
+
+
+def cached_jobs(runner: ProxyRunner, jobs: list[tuple[str, str, int]], split: str) -> int:
+    """How many (cls, reg, seed) jobs of a one-task runner at the proxy length its cache already holds."""
+    return sum(eval_id(c, r, s, 1, runner.device, split) in runner.cache for c, r, s in jobs)
+
+
+def progress_event(kind: str, estimate: Estimate, **fields: Any) -> dict[str, Any]:
+    """What a fidelity or transfer run reports to its `progress` callback: "training" (one finished here;
+    `record` is its journal record) or "cached" (`count` taken from an earlier run's cache), with where the
+    work stands (`Estimate.to_dict`: done, total, left, seconds_per_training, eta_s, workers)."""
+    return {"type": kind, **estimate.to_dict(), **fields}
+
+
+def tally_reporter(tally: Tally, work: float, progress: Progress | None) -> Callable[[dict[str, Any]], None]:
+    """A `ProxyRunner.on_done` that counts each finished training of `work` units and reports it."""
+
+    def on_done(record: dict[str, Any]) -> None:
+        estimate = tally.trained((record.get("result") or {}).get("seconds"), work)
+        if progress is not None:
+            progress(progress_event("training", estimate, record=record))
+
+    return on_done
+
+
 def run_transfer(
     plan: TransferPlan,
     out: str | Path,
@@ -89,19 +116,21 @@ def run_transfer(
     backend: str = "process",
     workers: int = 2,
     backbone: str = "tiny",
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    progress: Progress | None = None,
     task: str = DEFAULT_TASK,
     settings: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train everything in `plan` (each cell on its dataset's train split, scored on test); `settings` are
     further task settings for every cell (see `cell_config`). Returns one record per (detector, dataset,
-    row, seed)."""
+    row, seed). `progress` gets a `progress_event` per training, done here or found in the cache."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     length_iters = None if epochs is not None else max(1, round((iterations or PROXY_ITERATIONS) * schedule))
     length_epochs = None if epochs is None else max(1, round(epochs * schedule))
     executor = make_executor(backend, workers, device=device)
     records: list[dict[str, Any]] = []
+    # Every training has the same length here: one unit of work each.
+    tally = Tally(plan.trainings(), plan.trainings(), executor.slots)
     try:
         for detector, data in plan.cells():
             # The length is part of the name: the cache must never answer for another schedule.
@@ -111,9 +140,15 @@ def run_transfer(
             )
             readable = f"{cell_name(detector, data)}-{backbone}-{length}{task_suffix(task)}"
             cell_dir = cell_folder(out / "cells", readable, identity(cfg))
-            runner = ProxyRunner(cfg, RunDir(cell_dir), executor.submit, executor.slots, on_done=progress)
+            on_done = tally_reporter(tally, 1.0, progress)
+            runner = ProxyRunner(cfg, RunDir(cell_dir), executor.submit, executor.slots, on_done=on_done)
             rows = plan.rows[detector]
             jobs = [(r.cls, r.reg, s) for r in rows for s in plan.seeds]
+            cached = cached_jobs(runner, jobs, "test")
+            if cached:
+                estimate = tally.cached(cached, cached)
+                if progress is not None:
+                    progress(progress_event("cached", estimate, count=cached))
             results = runner.evaluate(jobs, split="test")
             for (cls_, reg_, seed), res in zip(jobs, results, strict=True):
                 label = next(r.label for r in rows if (r.cls, r.reg) == (cls_, reg_))
