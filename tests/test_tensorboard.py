@@ -205,3 +205,23 @@ def test_the_leader_curves_hook_gets_each_generations_leaders(finished, tmp_path
         for x in leaders:
             pair = ("default", x["text"]) if branch == "reg" else (x["text"], "default")
             assert all((t["cls"], t["reg"]) == pair for t in x["trainings"])
+
+
+@pytest.mark.slow
+def test_the_leaders_curves_are_an_image_per_generation(finished):
+    import io
+
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    generations = _jsonl(finished / "generations.jsonl")
+    for branch in ("cls-sigmoid", "reg"):
+        acc = EventAccumulator(str(finished / FOLDER / branch), size_guidance={"images": 0})
+        acc.Reload()
+        images = acc.Images("curves/leaders")
+        led = [g["generation"] for g in generations if g["branch"] == branch and g["parents"]]
+        assert led and [e.step for e in images] == led
+        with Image.open(io.BytesIO(images[-1].encoded_image_string)) as picture:
+            width, height = picture.size
+            assert width > 600 and height > 300  # the figure's three columns, two rows
+            assert len(picture.convert("L").getcolors(maxcolors=1 << 16) or []) > 10  # drawn, not blank

@@ -69,12 +69,38 @@ def available() -> bool:
     return True
 
 
+LEADER_CURVES = 3  # leaders drawn per generation: more lines than this stop being readable
+
+
 def add_leader_curves(writer: Any, branch: str, generation: int, leaders: list[dict[str, Any]]) -> None:
-    """The hook for the current leaders' loss curves (report/curves.py will draw them): called with the
-    branch's writer once per finished generation, `leaders` best first, each {"text": the loss, "cls",
-    "reg": the pair it trains as, "trainings": its journal records, whose results hold "loss_curve"}.
-    Draws nothing yet."""
-    return None
+    """The branch's current leaders (`leaders`, best first: {"text": the loss, ...}) drawn beside the
+    branch's default loss as one image per generation, tag `curves/leaders`: how the best losses so far
+    treat easy and hard examples, as `autoloss show --plot` draws them (report/curve_plots.py)."""
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    from autoloss.loss import Loss
+    from autoloss.report.curve_plots import comparison, draw_curves
+    from autoloss.report.curves import loss_curves
+    from autoloss.spaces.named import DEFAULTS
+
+    given: dict[str, Any] = {}
+    for rank, leader in enumerate(leaders[:LEADER_CURVES], 1):
+        # the stock loss leads as "default": drawn as the named loss it is
+        text = DEFAULTS[branch] if leader["text"] == "default" else leader["text"]
+        given[f"#{rank} {leader['text']}"] = Loss.resolve(text, branch)
+    if not given:
+        return
+    reference = comparison(branch, [DEFAULTS[branch]])
+    curves = loss_curves({**given, **reference}, points=101)
+    with tempfile.TemporaryDirectory(prefix="autoloss-tb-") as tmp:
+        title = f"{branch}: the leaders after generation {generation} (thick) and the default"
+        path = draw_curves(curves, Path(tmp) / "leaders.png", highlight=list(given), title=title)
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))
+    writer.add_image("curves/leaders", pixels, generation, dataformats="HWC")
 
 
 @dataclass(frozen=True)
