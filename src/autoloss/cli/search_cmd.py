@@ -94,6 +94,13 @@ def _positive(ctx, param, value):
     callback=_positive,
     help="Best MOS scores per generation that get a proxy training [2].",
 )
+@click.option(
+    "--survivor-pool",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Filter survivors not picked wait for later generations in a pool of this many per branch, the "
+    "best by MOS score kept [0: none].",
+)
 @click.option("--parents", type=int, default=None, callback=_positive, help="Parents per generation [4].")
 @click.option(
     "--rungs",
@@ -211,6 +218,7 @@ def search(**opts: Any) -> None:
             "generations",
             "offspring",
             "top_k",
+            "survivor_pool",
             "parents",
             "seed",
             "max_proxy_evals",

@@ -35,6 +35,9 @@ class EvolutionConfig:
     generations: int = 2
     offspring: int = 10_000  # candidates generated per generation, before the filters (screening is cheap)
     top_k: int = 4  # best MOS scores per generation that get a proxy training
+    # Survivors not picked wait for later generations in a pool of this many per branch (evolution/pool.py);
+    # 0: none, as the paper (left over survivors are lost).
+    survivor_pool: int = 0
     parents: int = 4  # best proxy mAP that breed the next generation (elitism: best so far)
     max_depth: int = 6
     max_size: int = 40
@@ -242,6 +245,8 @@ def validate(cfg: SearchConfig) -> None:
         raise ConfigError(str(exc)) from None
     if e.strategy not in ("evolution", "random"):
         raise ConfigError(f"strategy must be 'evolution' or 'random', got {e.strategy!r}")
+    if isinstance(e.survivor_pool, bool) or not isinstance(e.survivor_pool, int) or e.survivor_pool < 0:
+        raise ConfigError(f"--survivor-pool must be an integer >= 0, got {e.survivor_pool!r}")
     if e.top_k > e.offspring:
         raise ConfigError(f"--top-k ({e.top_k}) cannot exceed --offspring ({e.offspring})")
     if e.max_depth < 2:

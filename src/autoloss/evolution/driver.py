@@ -23,7 +23,8 @@ from typing import Any
 from autoloss.evolution.config import SearchConfig, validate
 from autoloss.evolution.engine import DEFAULT, Evaluated, Evolution
 from autoloss.evolution.final import final_comparison
-from autoloss.evolution.funnel import pick_top_k, screen_generation
+from autoloss.evolution.funnel import screen_generation
+from autoloss.evolution.pool import SurvivorPool
 from autoloss.evolution.proxy import FIX_HINT, ProxyBroken, ProxyRunner, ap_of, first_line
 from autoloss.evolution.rungs import held_out_seeds, ladder, promote_count
 from autoloss.executors import make_executor
@@ -63,6 +64,7 @@ class Search:
         }
         self.seen_syntax: dict[str, set[str]] = {b: set() for b in self.engines}
         self.seen_keys: dict[str, set[str]] = {b: set() for b in self.engines}
+        self.pools = {b: SurvivorPool(ev.survivor_pool, by_mos=cfg.filters.mos) for b in self.engines}
         self.completed: list[str] = []
         self.elapsed_before = 0.0
         self.stopped: str | None = None  # why the generations ended early, if they did
@@ -247,10 +249,15 @@ class Search:
             candidates, b, self.seen_syntax[b], self.seen_keys[b], submit, cpv=f.cpv, mos=f.mos
         )
         screen_s = time.monotonic() - t0
-        top = pick_top_k(scr.survivors, self.cfg.evolution.top_k, evo.rng, by_mos=f.mos)
         rung0 = self.rungs[0]
-        top = top[: self.affordable(proxies, rung0.cost, len(top))]
+        k = self.cfg.evolution.top_k
+        pool = self.pools[b]
+        top, pooled, expired = pool.pick(
+            scr.survivors, k, gen, evo.rng, afford=self.affordable(proxies, rung0.cost, k)
+        )
         chosen = {s["text"] for s in top}
+        waiting = {s["text"] for s in pooled}
+        by = "MOS score" if f.mos else "the pick"
         base = {"unit": unit, "branch": b, "generation": gen}
         events = [{**base, **e} for e in scr.events]
         events += [
@@ -258,16 +265,39 @@ class Search:
                 **base,
                 "text": s["text"],
                 "key": s["key"],
-                "stage": "screened",
+                "stage": "pooled" if s["text"] in waiting else "screened",
                 "mos_score": s["mos_score"],
-                "reason": "passed the filters; not among the top-K by MOS score",
+                "reason": (
+                    f"passed the filters; not among the top-K by {by}: waits in the survivor pool"
+                    if s["text"] in waiting
+                    else f"passed the filters; not among the top-K by {by}"
+                ),
             }
             for s in scr.survivors
             if s["text"] not in chosen
         ]
+        events += [
+            {
+                **base,
+                "text": s["text"],
+                "key": s["key"],
+                "stage": "expired",
+                "mos_score": s["mos_score"],
+                "pooled_at": s["generation"],
+                "reason": f"dropped from the survivor pool ({pool.capacity} better by {by} wait there)",
+            }
+            for s in expired
+            if s["generation"] != gen
+        ]
         self.run.append(EVENTS, events)
         failpoint("screened")
         counts = {**scr.counts, "proxy": len(top)}
+        pool_counts = {
+            "pooled": len(pooled),
+            "from_pool": sum(s["generation"] != gen for s in top),
+            "expired": sum(s["generation"] != gen for s in expired),
+            "size": len(pool),
+        }
         self.progress({"type": "screened", **base, "counts": counts, "seconds": screen_s})
 
         t1 = time.monotonic()
@@ -299,6 +329,7 @@ class Search:
                     "key": s["key"],
                     "stage": "proxy",
                     "mos_score": s["mos_score"],
+                    **({"pooled_at": s["generation"]} if s["generation"] != gen else {}),
                     "rung": 0,
                     "seeds": list(rung0.seeds),
                     "aps": aps,
@@ -329,6 +360,7 @@ class Search:
                     "best_ap": best[0].ap if best else None,
                     "best_rung": best[0].top_rung if best else None,
                     "parents": parents,
+                    **({"pool": pool_counts} if pool.capacity else {}),
                 }
             ],
         )
@@ -503,6 +535,7 @@ class Search:
                 "engines": {b: e.state_dict() for b, e in self.engines.items()},
                 "seen_syntax": {b: sorted(s) for b, s in self.seen_syntax.items()},
                 "seen_keys": {b: sorted(s) for b, s in self.seen_keys.items()},
+                "pools": {b: p.state_dict() for b, p in self.pools.items()},
                 "combos": self.combos,
                 "summary": self.summary,
                 "stopped": self.stopped,
@@ -529,6 +562,8 @@ class Search:
             e.load_state_dict(state["engines"][b])
         self.seen_syntax = {b: set(v) for b, v in state["seen_syntax"].items()}
         self.seen_keys = {b: set(v) for b, v in state["seen_keys"].items()}
+        for b, entries in state.get("pools", {}).items():  # absent: a run from before the pool
+            self.pools[b].load_state_dict(entries)
         self.combos = state.get("combos", [])
         self.summary = state.get("summary")
         self.stopped = state.get("stopped")

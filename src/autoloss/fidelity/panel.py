@@ -84,7 +84,10 @@ def survivors_from_run(run_dir: str | Path, count: int, cls_branch: str) -> list
                 e = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a torn last line of a killed run: that candidate is simply not offered
-            if e.get("stage") not in ("screened", "proxy") or e.get("branch") not in by_branch:
+            if (
+                e.get("stage") not in ("screened", "pooled", "expired", "proxy")
+                or e.get("branch") not in by_branch
+            ):
                 continue
             if e["text"] in seen or e.get("mos_score") is None:
                 continue

@@ -172,6 +172,7 @@ def write_report(path: str | Path, top: int = 5) -> Path:
                 f"generated candidates for proxy training ({rejected:.2%} rejected or not selected).",
                 "",
             ]
+        lines += pool_lines(gens)
         lines += [
             "![funnel](funnel.png)",
             "",
@@ -183,3 +184,17 @@ def write_report(path: str | Path, top: int = 5) -> Path:
     failpoint("report")
     out = run.write_text("report.md", "\n".join(lines) + "\n")
     return out
+
+
+def pool_lines(gens: list[dict]) -> list[str]:
+    """What the survivor pool (`--survivor-pool`) did, per branch: survivors that waited in it, those
+    trained from it, those it dropped, and those still waiting when the generations ended."""
+    out = []
+    for branch in dict.fromkeys(g["branch"] for g in gens if g.get("pool")):
+        mine = [g["pool"] for g in gens if g["branch"] == branch and g.get("pool")]
+        pooled, trained, expired = (sum(p[k] for p in mine) for k in ("pooled", "from_pool", "expired"))
+        out.append(
+            f"Survivor pool, {branch}: {pooled} survivors waited in it, {trained} were trained from it in a "
+            f"later generation, {expired} were dropped for better ones, {mine[-1]['size']} wait at the end."
+        )
+    return [*out, ""] if out else []
