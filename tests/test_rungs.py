@@ -142,3 +142,27 @@ def test_the_budget_is_never_exceeded_final_included(tmp_path, case):
     assert summary["proxy_trainings"] <= budget
     with pytest.raises(ConfigError, match=f"give at least {baseline + final}"):
         preflight(cfg.replace(evolution={"max_proxy_evals": baseline + final - 1}))
+
+
+def test_branches_take_turns_so_a_small_budget_reaches_both(tmp_path):
+    from autoloss.evolution.api import run_search
+    from autoloss.evolution.driver import reserved_costs
+    from search_helpers import ECHO
+
+    cfg = budget_config("smoke").replace(
+        evolution={"generations": 2, "branch": "both", "rungs": "1x1", "top_k": 1, "final_seeds": 1},
+        task={"name": f"{ECHO}:make_task", "iterations": 5},
+        backend={"backend": "serial"},
+    )
+    baseline, final = reserved_costs(cfg)
+    # Room for one generation's training per branch: branch after branch, the first would take both.
+    summary, path = run_search(
+        cfg.replace(evolution={"max_proxy_evals": baseline + final + 2}), tmp_path / "run"
+    )
+    events = [json.loads(line) for line in (path.path / "events.jsonl").read_text().splitlines()]
+    trained = [(e["branch"], e["generation"]) for e in events if e["stage"] == "proxy"]
+    assert {b for b, _ in trained} == {"cls-sigmoid", "reg"}
+    # generation by generation: no branch's generation 1 trains before every branch had its generation 0
+    first_reg = trained.index(next(t for t in trained if t[0] == "reg"))
+    assert all(g == 0 for _, g in trained[:first_reg])
+    assert summary["proxy_trainings"] <= baseline + final + 2 and "budget" in (summary.get("stopped") or "")

@@ -5,7 +5,11 @@ and a search killed and resumed draws from the same pool."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +20,7 @@ from autoloss.cli import cli
 from autoloss.evolution.config import ConfigError, SearchConfig, validate
 from autoloss.evolution.funnel import pick_top_k
 from autoloss.evolution.pool import SurvivorPool
-from search_helpers import ECHO, kill_search_after
+from search_helpers import ECHO
 
 
 def _s(text: str, score: float | None) -> dict:
@@ -122,11 +126,13 @@ def test_pooled_survivors_are_trained_later_and_every_one_is_accounted_for(poole
 @pytest.mark.slow
 def test_a_search_killed_after_pooling_resumes_with_the_same_pool(pooled_run, tmp_path):
     out = tmp_path / "killed"
-    # After the baseline's anchors and the first generation's training: its pool is checkpointed.
-    anchors = sum(e["stage"] == "anchor" for e in _jsonl(pooled_run / "events.jsonl"))
-    kill_search_after(ARGS, out, finished=anchors + 2)
-    completed = json.loads((out / "checkpoint.json").read_text())["completed"]
-    assert "cls-sigmoid:1" in completed and "final" not in completed  # killed with survivors pooled
+    # Killed in the 4th generation unit (reg:1), its screening journaled: cls-sigmoid:1 before it pooled
+    # survivors, and reg:1's own picks from its pool are replayed on resume.
+    env = {**os.environ, "AUTOLOSS_FAILPOINT": "screened:4"}
+    cmd = [sys.executable, "-m", "autoloss", "search", *ARGS, "--quiet", "--out", str(out)]
+    assert subprocess.run(cmd, env=env, capture_output=True, timeout=300).returncode == -signal.SIGKILL
+    state = json.loads((out / "checkpoint.json").read_text())
+    assert state["pools"]["cls-sigmoid"] and "reg:1" not in state["completed"]
     r = CliRunner().invoke(cli, ["resume", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
 

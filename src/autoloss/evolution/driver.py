@@ -77,8 +77,10 @@ class Search:
     # --- units ----------------------------------------------------------------------------------
     def units(self) -> list[str]:
         units = ["baseline"]
-        for b in self.engines:
-            units += [f"{b}:{g}" for g in range(self.cfg.evolution.generations)]
+        # Generation by generation, the branches taking turns: a budget or time limit that runs out ends
+        # both branches at the same depth, instead of leaving the second branch with nothing.
+        for g in range(self.cfg.evolution.generations):
+            units += [f"{b}:{g}" for b in self.engines]
         if len(self.engines) > 1:
             units.append("combine")
         return [*units, "final"]
