@@ -24,6 +24,13 @@ batch 16, SGD, 300 iterations, one torch thread, default losses; AP on BCCD's se
         (the package imported from there), in the same invocation, so "before" and "after" share the
         machine and its load.
 
+    python bench/training.py compile [--steps 30]
+        torch.compile (inductor) of the network body, backbone + FPN and the head's towers, whose input
+        shapes the letterboxed size fixes (the loss's target matching stays eager: its shapes change every
+        step), against eager in the same process: what the first compile costs, what a second model costs
+        (a search worker's next training: same code, new weights), the steady step time of each, and the
+        iterations after which the compile has paid for itself.
+
 Results go to BENCHMARKS.md with the machine line this prints.
 """
 
@@ -219,6 +226,64 @@ def floor(steps: int = 20) -> None:
     print(f"forward + backward of a {ITERATIONS}-iteration training would take {best:.1f} s, not {now:.1f} s")
 
 
+def compile_bench(steps: int = 30) -> None:
+    import torch
+
+    from autoloss.detection.loader import to_device, train_loader
+    from autoloss.detection.runner import build_for, load_experiment_data
+    from autoloss.detection.task import DetectionTask
+    from autoloss.detection.train import thread_limit
+
+    exp = DetectionTask.from_settings(SETTINGS).experiment
+    data = load_experiment_data(exp)
+    stream = iter(train_loader(data.train, exp.train.batch_size, 0, exp.train.flip_prob))
+    batches = [to_device(next(stream), "cpu") for _ in range(steps + 1)]
+
+    def model(compiled: bool):
+        torch.manual_seed(0)
+        m = build_for(exp, data, None, None).train()
+        if compiled:
+            fcos = m.model
+            fcos.backbone = torch.compile(fcos.backbone)
+            fcos.head.classification_head = torch.compile(fcos.head.classification_head)
+            fcos.head.regression_head = torch.compile(fcos.head.regression_head)
+        return m
+
+    def timed_steps(m) -> tuple[float, list[float], float]:
+        """The first step (a compiled model compiles in it), the later ones, and the first step's loss."""
+        times, first_loss = [], None
+        for images, targets in batches:
+            start = time.perf_counter()
+            loss = sum(m(images, targets).values())
+            m.zero_grad(set_to_none=True)
+            loss.backward()
+            times.append(time.perf_counter() - start)
+            first_loss = float(loss.detach()) if first_loss is None else first_loss
+        return times[0], times[1:], first_loss
+
+    with thread_limit(exp.train.threads):
+        eager_first, eager, eager_loss = timed_steps(model(False))
+        first_compile, compiled, compiled_loss = timed_steps(model(True))
+        second_compile, compiled_again, _ = timed_steps(model(True))
+        _, eager2, _ = timed_steps(model(False))
+    e = statistics.median(eager + eager2)
+    c = statistics.median(compiled + compiled_again)
+    ratio = f"{e / c:.2f}x"
+    print(
+        f"\nsteady step (median of {2 * steps}): eager {1000 * e:.1f} ms, compiled {1000 * c:.1f} ms, {ratio}"
+    )
+    print(
+        f"first step: eager {eager_first:.2f} s; compiled {first_compile:.1f} s (first model), "
+        f"{second_compile:.1f} s (a second model in the same process)"
+    )
+    print(f"first-step loss: eager {eager_loss:.6f}, compiled {compiled_loss:.6f}")
+    if c < e:
+        for label, overhead in (("first", first_compile), ("second", second_compile)):
+            print(f"break-even ({label} model): {(overhead - e) / (e - c):.0f} iterations")
+    else:
+        print("compiled steps are not faster: the compile never pays back")
+
+
 def _rate_worker(trainings: int, first_seed: int, queue) -> None:
     from autoloss.tasks import Schedule, load_task
 
@@ -298,6 +363,8 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=ITERATIONS)
     p.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     sub.add_parser("floor")
+    c = sub.add_parser("compile")
+    c.add_argument("--steps", type=int, default=30)
     r = sub.add_parser("rate")
     r.add_argument("--before", help="a git revision to measure first, from a worktree")
     r.add_argument("--trainings", type=int, default=4, help="trainings per process")
@@ -312,6 +379,8 @@ def main() -> None:
         profile(args.iterations, args.procs)
     elif args.command == "floor":
         floor()
+    elif args.command == "compile":
+        compile_bench(args.steps)
     else:
         rate_command(args.before, args.trainings)
 
