@@ -117,7 +117,11 @@ def _given(losses: Sequence[Any] | Mapping[str, Any], branch: str | None) -> dic
 
 
 def draw_curves(
-    curves: BranchCurves, path: str | Path, highlight: Sequence[str] = (), title: str | None = None
+    curves: BranchCurves,
+    path: str | Path,
+    highlight: Sequence[str] = (),
+    title: str | None = None,
+    dpi: int = 110,
 ) -> Path:
     """Draw `curves` into `path`: the loss (top row) and gradient (bottom row) of every case (column)."""
     plt = _pyplot()
@@ -153,7 +157,7 @@ def draw_curves(
     fig.suptitle(title or f"{curves.branch} loss curves (float32, gradients by autograd)", fontsize=11)
     fig.text(0.5, -0.01, curves.note, ha="center", va="top", fontsize=8, wrap=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path
 

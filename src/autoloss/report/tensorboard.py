@@ -70,37 +70,44 @@ def available() -> bool:
 
 
 LEADER_CURVES = 3  # leaders drawn per generation: more lines than this stop being readable
+LEADER_DPI = 60  # a TensorBoard image, not a figure to print: drawing is most of its cost
 
 
-def add_leader_curves(writer: Any, branch: str, generation: int, leaders: list[dict[str, Any]]) -> None:
+class LeaderCurves:
     """The branch's current leaders (`leaders`, best first: {"text": the loss, ...}) drawn beside the
-    branch's default loss as one image per generation, tag `curves/leaders`: how the best losses so far
-    treat easy and hard examples, as `autoloss show --plot` draws them (report/curve_plots.py)."""
-    import tempfile
+    branch's default loss as an image, tag `curves/leaders`, at the generation where the leaders last
+    changed: how the best losses so far treat easy and hard examples, as `autoloss show --plot` draws them
+    (report/curve_plots.py). A figure costs seconds, so generations that keep their leaders add none."""
 
-    import numpy as np
-    from PIL import Image
+    def __init__(self) -> None:
+        self._drawn: dict[str, tuple[str, ...]] = {}  # branch -> the leaders last drawn
 
-    from autoloss.loss import Loss
-    from autoloss.report.curve_plots import comparison, draw_curves
-    from autoloss.report.curves import loss_curves
-    from autoloss.spaces.named import DEFAULTS
+    def __call__(self, writer: Any, branch: str, generation: int, leaders: list[dict[str, Any]]) -> None:
+        texts = tuple(leader["text"] for leader in leaders[:LEADER_CURVES])
+        if not texts or self._drawn.get(branch) == texts:
+            return
+        import tempfile
 
-    given: dict[str, Any] = {}
-    for rank, leader in enumerate(leaders[:LEADER_CURVES], 1):
-        # the stock loss leads as "default": drawn as the named loss it is
-        text = DEFAULTS[branch] if leader["text"] == "default" else leader["text"]
-        given[f"#{rank} {leader['text']}"] = Loss.resolve(text, branch)
-    if not given:
-        return
-    reference = comparison(branch, [DEFAULTS[branch]])
-    curves = loss_curves({**given, **reference}, points=101)
-    with tempfile.TemporaryDirectory(prefix="autoloss-tb-") as tmp:
-        title = f"{branch}: the leaders after generation {generation} (thick) and the default"
-        path = draw_curves(curves, Path(tmp) / "leaders.png", highlight=list(given), title=title)
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
-    writer.add_image("curves/leaders", pixels, generation, dataformats="HWC")
+        import numpy as np
+        from PIL import Image
+
+        from autoloss.loss import Loss
+        from autoloss.report.curve_plots import comparison, draw_curves
+        from autoloss.report.curves import loss_curves
+        from autoloss.spaces.named import DEFAULTS
+
+        given: dict[str, Any] = {}
+        for rank, text in enumerate(texts, 1):
+            # the stock loss leads as "default": drawn as the named loss it is
+            given[f"#{rank} {text}"] = Loss.resolve(DEFAULTS[branch] if text == "default" else text, branch)
+        curves = loss_curves({**given, **comparison(branch, [DEFAULTS[branch]])}, points=61)
+        with tempfile.TemporaryDirectory(prefix="autoloss-tb-") as tmp:
+            title = f"{branch}: the leaders after generation {generation} (thick) and the default"
+            path = draw_curves(curves, Path(tmp) / "leaders.png", list(given), title, dpi=LEADER_DPI)
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB"))
+        writer.add_image("curves/leaders", pixels, generation, dataformats="HWC")
+        self._drawn[branch] = texts
 
 
 @dataclass(frozen=True)
@@ -201,11 +208,11 @@ def leaders_of(gen: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[
 class SearchBoard:
     """A progress listener (`Search(progress=...)`) that writes a search's TensorBoard event files.
 
-    `leaders` is the hook for the leaders' loss curves (`add_leader_curves`)."""
+    `leaders` is the hook for the leaders' loss curves (`LeaderCurves`)."""
 
-    def __init__(self, leaders: Callable[[Any, str, int, list[dict[str, Any]]], None] = add_leader_curves):
+    def __init__(self, leaders: Callable[[Any, str, int, list[dict[str, Any]]], None] | None = None):
         self._writer_class = summary_writer_class()
-        self._leaders = leaders
+        self._leaders = leaders if leaders is not None else LeaderCurves()
         self.folder: Path | None = None
         self.stopped: str | None = None  # why writing stopped, if it did
         self._run: RunDir | None = None
