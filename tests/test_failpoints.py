@@ -36,6 +36,9 @@ SEARCH = [
     *("--task", f"{ECHO}:make_task", "--budget", "smoke", "--branch", "both", "--generations", "1"),
     *("--offspring", "60", "--top-k", "2", "--parents", "2", "--rungs", "1x1,2x2", "--final-seeds", "2"),
     *("--proxy-iterations", "5", "--quiet"),
+    # TensorBoard's own kill-and-resume tests are in test_tensorboard.py; its figures cost each of the
+    # kills here seconds.
+    "--no-tensorboard",
 ]
 OUTPUTS = ("hall_of_fame.csv", "best/cls.txt", "best/reg.txt", "best/cls.json", "best/reg.json")
 _TIMING = {"seconds", "elapsed", "elapsed_s", "wall", "started", "finished", "finished_at", "time"}
