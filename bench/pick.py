@@ -200,10 +200,10 @@ def load_sample() -> dict[str, Any]:
 
 
 def pair(branch: str, text: str) -> tuple[str, str]:
-    """(cls, reg) as Search._job pairs a candidate of `branch` at rung 0."""
-    from autoloss.evolution.engine import DEFAULT
+    """(cls, reg) as the search pairs a candidate of `branch` (driver.pair_of)."""
+    from autoloss.evolution.driver import pair_of
 
-    return (DEFAULT, text) if branch == "reg" else (text, DEFAULT)
+    return pair_of(branch, text)
 
 
 def anchor_pairs(branches: list[str]) -> list[tuple[str, str, str]]:

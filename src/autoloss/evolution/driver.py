@@ -431,7 +431,7 @@ class Search:
 
     def _job(self, b: str, text: str, seed: int | None = None) -> tuple[str, str, int]:
         seed = self.rungs[0].seeds[0] if seed is None else seed
-        return (text, DEFAULT, seed) if b != "reg" else (DEFAULT, text, seed)
+        return (*pair_of(b, text), seed)
 
     def baseline_ap(self) -> float | None:
         """The default's rung-0 mAP (mean over the rung's seeds), once the anchors are trained."""
@@ -591,6 +591,11 @@ def _first_not_ok(runs: list[dict[str, Any]], seeds: tuple[int, ...] | list[int]
     return None
 
 
+def pair_of(branch: str, text: str) -> tuple[str, str]:
+    """(cls, reg) a loss of `branch` trains as: beside the detector's default loss of the other branch."""
+    return (DEFAULT, text) if branch == "reg" else (text, DEFAULT)
+
+
 def anchor_losses(branch: str) -> list[Any]:
     """The named losses of `branch` trained as anchors beside the default: all but the named form of the
     detector's default, which is the default's own behaviour."""
@@ -608,9 +613,7 @@ def reserved_costs(cfg: SearchConfig) -> tuple[int, int]:
     rungs = ladder(ev.rungs, ev.seed)
     tasks = max(1, len(cfg.task.proxy_tasks))
     pairs = {(DEFAULT, DEFAULT)} | {
-        (DEFAULT, n.text) if b == "reg" else (n.text, DEFAULT)
-        for b in cfg.searched_branches()
-        for n in anchor_losses(b)
+        pair_of(b, n.text) for b in cfg.searched_branches() for n in anchor_losses(b)
     }
     baseline = len(pairs) * rungs[0].cost * tasks
     final = FINAL_PAIRS * ev.final_seeds * rungs[-1].multiplier * tasks

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from autoloss.errors import AutolossError
+from autoloss.evolution.driver import pair_of
 from autoloss.evolution.funnel import STAGES
 from autoloss.evolution.proxy import EVALUATIONS
 from autoloss.runs.rundir import RunDir
@@ -199,7 +200,7 @@ def leaders_of(gen: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[
     """The generation's leaders (the parents it chose: the branch's best, best first) with their trainings."""
     out = []
     for text in gen.get("parents", []):
-        cls_, reg = ("default", text) if gen["branch"] == "reg" else (text, "default")
+        cls_, reg = pair_of(gen["branch"], text)
         mine = [r for r in records if r.get("cls") == cls_ and r.get("reg") == reg]
         out.append({"text": text, "cls": cls_, "reg": reg, "trainings": mine})
     return out
