@@ -41,6 +41,28 @@ def test_bad_tasks_are_refused_with_the_fix(text, message):
         parse_task(text)
 
 
+def test_the_batched_bootstrap_statistics_equal_scipys_row_by_row():
+    import warnings
+
+    import numpy as np
+    from scipy.stats import kendalltau, spearmanr
+
+    from autoloss.fidelity.ranks import _rho, _tau
+
+    rng = np.random.default_rng(3)
+    # Bootstrap resamples repeat losses: rows with ties, and rows where one side is all one value.
+    x = rng.integers(0, 5, size=(200, 9)).astype(float)
+    y = x + rng.integers(-2, 3, size=x.shape)
+    x[0], y[1] = 1.0, 2.0
+    with warnings.catch_warnings():  # scipy warns about the constant rows, which are the point here
+        warnings.simplefilter("ignore")
+        want_tau = np.nan_to_num([kendalltau(a, b).statistic for a, b in zip(x, y, strict=True)], nan=0.0)
+        want_rho = np.nan_to_num([spearmanr(a, b).statistic for a, b in zip(x, y, strict=True)], nan=0.0)
+    np.testing.assert_allclose(_tau(x, y), want_tau, atol=1e-12)
+    np.testing.assert_allclose(_rho(x, y), want_rho, atol=1e-12)
+    assert _tau(x, y)[0] == 0.0 and _rho(x, y)[1] == 0.0
+
+
 def test_rank_agreement_by_hand():
     # One swapped neighbour pair among 4: 5 concordant, 1 discordant pair -> τ = 4/6;
     # rank differences (0, 1, 1, 0) -> ρ = 1 - 6 * 2 / (4 * 15) = 0.8.

@@ -202,3 +202,58 @@ def test_transfer_cli_prints_a_line_per_training_unless_quiet(tmp_path):
     assert "ETA" in lines[0]
     r = CliRunner().invoke(cli, [*args, "--quiet", "--out", str(tmp_path / "b")])
     assert r.exit_code == 0 and "[1/6]" not in r.output and "transfer: 6 trainings" not in r.output
+
+
+def test_a_search_logs_its_progress_and_the_eta_can_be_judged_from_it(tmp_path):
+    import importlib.util
+    import itertools
+    import json
+    from pathlib import Path
+
+    from autoloss.evolution.api import run_search
+
+    summary, run = run_search(
+        echo_smoke().replace(backend={"backend": "serial", "workers": 1}), tmp_path / "r"
+    )
+    lines = [json.loads(x) for x in (Path(run.path) / "progress.jsonl").read_text().splitlines()]
+    assert lines[0]["event"] == "start" and lines[0]["done"] == 0
+    trained = [x for x in lines if x["event"] == "proxy-done"]
+    assert len(trained) == len((Path(run.path) / "evaluations.jsonl").read_text().splitlines())
+    assert [x["elapsed_s"] for x in lines] == sorted(x["elapsed_s"] for x in lines)
+    # Done only grows, and the search ends where its plan does: everything done, nothing left.
+    assert all(a["done"] <= b["done"] for a, b in itertools.pairwise(lines))
+    last = lines[-1]
+    assert (last["event"], last["unit"], last["left"], last["eta_s"]) == ("unit-done", "final", 0, 0.0)
+    assert last["done"] == summary["proxy_trainings"]
+
+    spec = importlib.util.spec_from_file_location("eta", Path(__file__).parent.parent / "bench" / "eta.py")
+    eta = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eta)
+    assert eta.read_log(Path(run.path)) == lines
+    # By hand: 100 s in all; at 30 % done (30 s in) it said 140 s were left where 70 were: +100 %.
+    log = [
+        {"done": 0, "total": 10, "eta_s": None, "elapsed_s": 0.0},
+        {"done": 1, "total": 10, "eta_s": 90.0, "elapsed_s": 10.0},
+        {"done": 3, "total": 10, "eta_s": 140.0, "elapsed_s": 30.0},
+        {"done": 10, "total": 10, "eta_s": 0.0, "elapsed_s": 100.0},
+    ]
+    ten, quarter, never = eta.eta_errors(log, [0.1, 0.25, 1.5])
+    assert ten["error"] == 0.0 and ten["actual_s"] == 90.0
+    assert quarter["error"] == pytest.approx(1.0) and quarter["done"] == 3
+    assert never == {"share": 1.5, "reached": False}
+
+
+def test_the_long_budget_plans_about_four_times_the_default_on_the_same_tasks():
+    from autoloss.evolution.config import validate
+
+    def units(cfg):
+        gens = [f"{b}:{g}" for g in range(cfg.evolution.generations) for b in ("cls-sigmoid", "reg")]
+        return ["baseline", *gens, "combine", "final"]
+
+    default, long = budget_config("default"), budget_config("long")
+    validate(long)
+    assert long.task.proxy_tasks == default.task.proxy_tasks
+    planned = {name: sum(search_plan(c, units(c)).values()) for name, c in (("d", default), ("l", long))}
+    assert planned == {"d": 148, "l": 600}  # 4.05x: about 2 hours where the default takes 30 minutes
+    # Every rung on 2 seeds, the final at the top rung's 3x on 5 held-out seeds (4 pairs x 5 x 3 x 2 tasks).
+    assert search_plan(long, units(long))["final"] == 120

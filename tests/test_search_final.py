@@ -139,3 +139,46 @@ def test_a_final_past_the_time_limit_trains_three_seeds_and_says_so(tmp_path):
     assert len(summary["seeds"]) == 3 and summary["cut_short"].startswith("cut short by the time limit")
     assert "The final was cut short by the time limit: 3 of 6" in summary["verdict"]
     assert summary["stopped"].startswith("time limit")
+
+
+def test_where_a_named_loss_wins_the_final_shows_the_best_new_expression_beside_it(tmp_path):
+    import json
+
+    import autoloss
+    from autoloss.evolution.novelty import classify
+    from search_helpers import ECHO
+
+    # The stand-in task favours cse-b-reg by +1 AP everywhere, so a named loss wins the search.
+    favoured = NAMED["cse-b-reg"].text
+    summary = autoloss.search(
+        tmp_path / "run",
+        budget="smoke",
+        task={"name": f"{ECHO}:make_task", "iterations": 3, "settings": {"favour": {favoured: 1.0}}},
+        evolution={"branch": "reg", "generations": 2, "offspring": 100, "final_seeds": 3},
+        backend={"backend": "serial"},
+    )
+    table = summary["table"]
+    assert (table["found"]["cls"], table["found"]["reg"]) == ("default", favoured)
+    assert summary["found_kind"] == "named" and "best named" not in table  # the found row is the best named
+    # The best new one: of the trained candidates that are new, the best by rung reached, then fitness.
+    events = [json.loads(x) for x in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    best: dict[str, tuple[int, float]] = {}
+    for e in events:
+        if e["branch"] == "reg" and e["stage"] in ("proxy", "promote") and e.get("status", "ok") == "ok":
+            best[e["text"]] = max(best.get(e["text"], (-1, 0.0)), (e["rung"], sum(e["aps"]) / len(e["aps"])))
+    assert any(rung == 1 for rung, _ in best.values())  # promotions are ranked first
+    new = [
+        t
+        for t in sorted(best, key=lambda t: (-best[t][0], -best[t][1], t))
+        if classify(t, "reg").kind == "new"
+    ]
+    assert new, "the stand-in search trained no new regression loss"
+    row = table["best new"]
+    assert (row["cls"], row["reg"]) == ("default", new[0]) and len(row["ap"]) == 3
+    assert row["vs_best_named"]["n"] == 3 and "vs_default" in row
+    assert summary["best_new"]["reg"]["kind"] == "new"
+    assert (
+        "The best new expression (" in summary["verdict"]
+        and "against the best named loss" in summary["verdict"]
+    )
+    assert list(table)[-1] == "found"  # the winner stays the last row

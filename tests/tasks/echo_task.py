@@ -10,9 +10,13 @@ from typing import Any
 from autoloss.tasks import ProxyTask, Schedule, TaskError, TrainReport
 
 
-def expected_ap(cls_loss: str, reg_loss: str, seed: int, iterations: int) -> float:
+def expected_ap(
+    cls_loss: str, reg_loss: str, seed: int, iterations: int, favour: Mapping[str, float] | None = None
+) -> float:
+    """`favour`: loss text -> AP added to every pair that trains it (a test that needs a given winner)."""
     digest = hashlib.sha256(f"{cls_loss}|{reg_loss}|{seed}".encode()).digest()
-    return round(0.1 + 0.5 * digest[0] / 255 + 1e-4 * iterations, 6)
+    bonus = sum((favour or {}).get(t, 0.0) for t in (cls_loss, reg_loss))
+    return round(0.1 + 0.5 * digest[0] / 255 + 1e-4 * iterations + bonus, 6)
 
 
 class EchoTask(ProxyTask):
@@ -21,6 +25,7 @@ class EchoTask(ProxyTask):
         self.data = settings.get("data_file")  # optional: a file whose hash the run directory records
         # optional: trainings longer than this many iterations diverge (a loss that breaks on a long rung)
         self.diverge_over = settings.get("diverge_over")
+        self.favour = dict(settings.get("favour") or {})
         if self.branch not in ("cls-sigmoid", "cls-softmax"):
             raise TaskError(f"echo task: branch must be cls-sigmoid or cls-softmax, got {self.branch!r}")
 
@@ -30,6 +35,7 @@ class EchoTask(ProxyTask):
 
     def config(self) -> dict[str, Any]:
         out = {"branch": self.branch, **({"data_file": self.data} if self.data else {})}
+        out |= {"favour": self.favour} if self.favour else {}
         return out | ({"diverge_over": self.diverge_over} if self.diverge_over is not None else {})
 
     def input_files(self) -> list[str]:
@@ -47,7 +53,9 @@ class EchoTask(ProxyTask):
         return TrainReport("ok", "", model["iterations"], 0.0, 1.0, [2.0, 1.0])
 
     def evaluate(self, model: Any, schedule: Schedule) -> dict[str, float]:
-        return {"AP": expected_ap(model["cls"], model["reg"], model["seed"], model["iterations"])}
+        return {
+            "AP": expected_ap(model["cls"], model["reg"], model["seed"], model["iterations"], self.favour)
+        }
 
 
 def make_task(settings: Mapping[str, Any]) -> EchoTask:

@@ -130,10 +130,11 @@ def _positive(ctx, param, value):
 )
 @click.option(
     "--budget",
-    type=click.Choice(["default", "smoke"]),
+    type=click.Choice(["default", "long", "smoke"]),
     default="default",
     show_default=True,
-    help="A named budget; the flags above override it. smoke: about a minute.",
+    help="A named budget; the flags above override it. default: about 30 minutes on 2 cores; long: about "
+    "4x its trainings (2 hours); smoke: about a minute.",
 )
 @click.option(
     "--max-proxy-evals",

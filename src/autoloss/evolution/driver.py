@@ -40,12 +40,24 @@ EVENTS = "events.jsonl"
 Progress = Callable[[dict[str, Any]], None]
 
 
+def _both(first: Progress, second: Progress) -> Progress:
+    def progress(event: dict[str, Any]) -> None:
+        first(event)
+        second(event)
+
+    return progress
+
+
 class Search:
     def __init__(self, cfg: SearchConfig, run: RunDir, progress: Progress | None = None):
         validate(cfg)
         self.cfg = cfg
         self.run = run
-        self.progress = progress or (lambda event: None)
+        # Every run keeps a record of its progress and ETA (progress.jsonl) beside what the caller observes.
+        from autoloss.evolution.progress import ProgressLog
+
+        log = ProgressLog(cfg)
+        self.progress: Progress = log if progress is None else _both(log, progress)
         ev = cfg.evolution
         limits = TreeLimits(max_depth=ev.max_depth, max_size=ev.max_size)
         self.rungs = ladder(ev.rungs, ev.seed)
@@ -508,6 +520,30 @@ class Search:
         options.sort(key=lambda o: (-o[0], -o[1], o[2], o[3]))
         return options[0][2], options[0][3]
 
+    def best_new(self) -> tuple[str, str] | None:
+        """The best (cls, reg) whose newest part is a *new* loss (evolution/novelty.py: not the default, a
+        named or published loss, a sum of named parts or a rescaling of one), ranked like `best_pair`;
+        None where the search trained nothing new. Shown in the final beside the winner, which may be a
+        named loss: the method's claim is about new losses."""
+        from autoloss.evolution.novelty import classify
+
+        options: list[tuple[int, float, str, str]] = [
+            (c["rung"], c["ap"], c["cls"], c["reg"]) for c in self.combos if c.get("status") == "ok"
+        ]
+        for b, evo in self.engines.items():
+            for r in evo.best(len(evo.evaluated)):
+                if r.rung_failures or r.anchor:
+                    continue
+                cls_, reg_ = self._job(b, r.text)[:2]
+                options.append((r.top_rung, r.ap, cls_, reg_))
+        options.sort(key=lambda o: (-o[0], -o[1], o[2], o[3]))
+        branches = (self.cfg.cls_branch, "reg")
+        for _, _, cls_, reg_ in options:
+            kinds = [classify(t, b).kind for b, t in zip(branches, (cls_, reg_), strict=True)]
+            if "new" in kinds:
+                return cls_, reg_
+        return None
+
     def trained_ok(self) -> tuple[int, int]:
         """(candidates, anchors) whose rung-0 training finished: new expressions, and the default and
         named losses. (0, 0) means nothing trained — no result picked the "winner"."""
@@ -602,8 +638,9 @@ def anchor_losses(branch: str) -> list[Any]:
     return [n for n in NAMED.values() if n.branch == branch and n.name != DEFAULTS[branch]]
 
 
-# The final trains at most these pairs: the default, the published losses, the best named loss, the found.
-FINAL_PAIRS = 4
+# The final trains at most these pairs: the default, the published losses, the best named loss, the best
+# new expression (where the winner is not new) and the found.
+FINAL_PAIRS = 5
 
 
 def reserved_costs(cfg: SearchConfig) -> tuple[int, int]:

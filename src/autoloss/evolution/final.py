@@ -60,6 +60,10 @@ def final_comparison(search: Any, proxies: ProxyRunner) -> dict[str, Any]:
     found = search.best_pair()
     if named is not None and named != found and named not in configs.values():
         configs["best named"] = named
+    # The method's claim is about new losses: where a named loss won, the best new one is shown beside it.
+    new = search.best_new()
+    if new is not None and new != found and new not in configs.values():
+        configs["best new"] = new
     configs["found"] = found
     cut = None
     if ev.time_limit_s is not None and search.elapsed() >= ev.time_limit_s and len(seeds) > 3:
@@ -78,6 +82,11 @@ def final_comparison(search: Any, proxies: ProxyRunner) -> dict[str, Any]:
         table["found"]["vs_best_named"] = compare_rows(table["found"], table["best named"])
     if "published" in table and found != configs["published"]:
         table["found"]["vs_published"] = compare_rows(table["found"], table["published"])
+    # The best new expression against the best named loss: its own row, or the found one where a named
+    # loss won (the claim to beat is the same).
+    named_row = "best named" if "best named" in table else "found" if named == found else None
+    if "best new" in table and named_row is not None:
+        table["best new"]["vs_best_named"] = compare_rows(table["best new"], table[named_row])
     for label, row in table.items():  # the same comparisons on each task's own AP
         for name, entry in row["per_task"].items():
             if label != "default":
@@ -98,6 +107,7 @@ def final_comparison(search: Any, proxies: ProxyRunner) -> dict[str, Any]:
         "splits": _splits(search.run.path),
         "found_kind": kind,
         "found_novelty": novelty,
+        "best_new": found_novelty(new, search.cfg.cls_branch) if new is not None else None,
         "verdict": verdict(table, kind, len(seeds), cut, trained_candidates=candidates, novelty=novelty),
         "cut_short": cut,
         "stopped": search.stopped,
@@ -175,6 +185,8 @@ def verdict(
     test split; prefixed with why it is not a claim where too few seeds were trained. `kind` "nothing":
     no proxy training finished, so there is no winner; `trained_candidates` 0: only anchors trained."""
     text = _verdict(table, kind, trained_candidates, novelty)
+    if "best new" in table:
+        text = f"{text} {_best_new_sentence(table)}"
     if cut:
         text = f"{text} The final was {cut}."
     if n_seeds < CLAIM_SEEDS and kind != "nothing":  # no claim to qualify where nothing trained
@@ -234,6 +246,20 @@ def _verdict(
             f"{_phrase(gain)}."
         )
     return f"The found losses ({which}) {beats} the best named loss ({named_s}): {_phrase(gain)}."
+
+
+def _best_new_sentence(table: dict[str, dict[str, Any]]) -> str:
+    """Where the winner is not new: how the best new expression fared, against the best named loss if the
+    table has one, else against the default."""
+    from autoloss.spaces.named import label as short
+
+    row = table["best new"]
+    which = " + ".join(short(t) for t in (row["cls"], row["reg"]) if t != DEFAULT)
+    if "vs_best_named" in row:
+        return (
+            f"The best new expression ({which}) against the best named loss: {_phrase(row['vs_best_named'])}."
+        )
+    return f"The best new expression ({which}) against the default: {_phrase(row['vs_default'])}."
 
 
 def _phrase(gain: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autoloss.evolution.config import SearchConfig
-from autoloss.evolution.driver import anchor_losses, reserved_costs
+from autoloss.evolution.driver import FINAL_PAIRS, anchor_losses, reserved_costs
 from autoloss.evolution.rungs import ladder, promote_count
 
 
@@ -112,6 +112,11 @@ class Tally:
         return Estimate(self.done, self.total, self.clock.per_training, eta, self.workers)
 
 
+# The default, the published pair, the best named loss and the found pair; or, where a named loss won, the
+# best new expression in place of the best named loss (the found row is that loss).
+EXPECTED_FINAL_PAIRS = 4
+
+
 def search_plan(cfg: SearchConfig, units: list[str]) -> dict[str, int]:
     """The proxy-length trainings (the budget's unit: a 2x training counts 2, a candidate on 2 proxy tasks
     counts 2) each unit of a search is planned to ask for, before `--max-proxy-evals` caps their sum:
@@ -121,7 +126,10 @@ def search_plan(cfg: SearchConfig, units: list[str]) -> dict[str, int]:
       successive halving makes when the leaders hold: the best fraction of everything trained at the rung
       below (the branch's anchors and top-K per generation so far), less what that rung already trained;
     - combine: the best combine-top cls x reg losses at the top rung;
-    - final: at most `FINAL_PAIRS` pairs on the held-out seeds (`reserved_costs`).
+    - final: `EXPECTED_FINAL_PAIRS` pairs on the held-out seeds. The budget reserves the most the final can
+      cost (`reserved_costs`: 5 pairs), but a final trains 5 only where the winner is neither new nor a
+      named loss (a rescaling or a sum of named parts), and an ETA planned on 5 would overshoot by a
+      fifth of the final in nearly every search.
 
     A generation may train fewer (fewer survivors, the budget) or more (new leaders are promoted too); the
     finished units' real costs replace the plan as the search goes (`SearchProgress`)."""
@@ -134,7 +142,7 @@ def search_plan(cfg: SearchConfig, units: list[str]) -> dict[str, int]:
         if unit == "baseline":
             plan[unit] = baseline
         elif unit == "final":
-            plan[unit] = final
+            plan[unit] = final // FINAL_PAIRS * EXPECTED_FINAL_PAIRS
         elif unit == "combine":
             plan[unit] = ev.combine_top**2 * rungs[-1].cost * tasks
         else:
@@ -239,3 +247,46 @@ def format_duration(seconds: float | None) -> str:
     if s < 3600:
         return f"{s // 60}m{s % 60:02d}s"
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+PROGRESS_LOG = "progress.jsonl"
+
+
+class ProgressLog:
+    """A progress listener (`Search(progress=...)`) that appends where the search stands to
+    `<run>/progress.jsonl` after every finished training and unit: seconds since the run began, proxy-length
+    trainings done and planned, and the ETA then. It is the record an ETA is judged against afterwards
+    (`bench/eta.py`: what it predicted at 25 % done against when the run really ended). Only observing:
+    a journal it cannot write stops the log, never the search."""
+
+    def __init__(self, cfg: SearchConfig):
+        import time
+
+        self._clock = time.monotonic
+        self.tracker = SearchProgress(cfg)
+        self.run: Any = None
+        self.started = self._clock()
+        self.stopped: str | None = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.tracker.update(event)
+        kind = event.get("type")
+        if kind == "start":
+            from autoloss.runs.rundir import RunDir
+
+            self.started = self._clock()
+            self.run = RunDir.open(event["run"])
+        if self.run is None or self.stopped is not None or kind not in ("start", "proxy-done", "unit-done"):
+            return
+        elapsed = self._clock() - self.started
+        est = self.tracker.estimate(elapsed_s=elapsed)
+        line = {
+            "event": kind,
+            "unit": event.get("unit", self.tracker.current),
+            "elapsed_s": round(self.tracker.elapsed_at_start + elapsed, 3),
+            **est.to_dict(),
+        }
+        try:
+            self.run.append(PROGRESS_LOG, [line])
+        except Exception as exc:  # only observing: the search must not stop for its log
+            self.stopped = f"{type(exc).__name__}: {exc}"
