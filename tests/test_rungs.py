@@ -112,8 +112,17 @@ def test_a_candidate_that_breaks_on_a_longer_rung_ranks_as_failed(tmp_path):
     assert found_text not in promoted
     rung0 = {e["text"]: e["aps"][0] for e in events if e["stage"] in ("anchor", "proxy") and e["aps"]}
     assert rung0[found_text] == max(ap for text, ap in rung0.items() if text not in promoted)
+    # The combined pair goes through the same rungs, each with its own status: it trains well on rung 0,
+    # breaks on rung 1, and so ranks as failed, below the rung-0 winner.
     combos = [e for e in events if e["stage"] == "combine"]
-    assert all(c["status"] == "diverged" and c["failure"] for c in combos)
+    assert [(c["rung"], c["status"], c["failure"] is None) for c in combos] == [
+        (0, "ok", True),
+        (1, "diverged", False),
+    ]
+    assert combos[1]["failure"].startswith("diverged: iteration 7") and len(combos[1]["aps"]) == 2
+    assert (found["cls"], found["reg"]) != (combos[0]["cls"], combos[0]["reg"])
+    (kept,) = json.loads((path / "checkpoint.json").read_text())["combos"]
+    assert (kept["status"], kept["rung"], sorted(kept["rung_failures"])) == ("diverged", 0, ["1"])
 
 
 @pytest.mark.parametrize("case", range(8))

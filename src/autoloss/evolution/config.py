@@ -187,7 +187,7 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
         "evolution": {"top_k": 2},
         "task": {"proxy_tasks": list(DEFAULT_PROXY_TASKS)},
     },
-    # About 4x the default's work (600 proxy-length trainings planned against its 148): about 2 hours on
+    # About 4x the default's work (616 proxy-length trainings planned against its 150): about 2 hours on
     # 2 CPU cores where the default takes 30 minutes. Six generations per branch, 4 rung-0 picks each,
     # every rung on 2 seeds (bench/pick.py: one seed resolves only about ±0.1 of relative fitness, the
     # size of the margins that pick a winner), promotion to 3x, the best 2 x 2 combinations, the final at

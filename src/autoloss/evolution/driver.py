@@ -455,9 +455,11 @@ class Search:
 
     # --- combination ----------------------------------------------------------------------------
     def _combine(self, proxies: ProxyRunner) -> None:
-        """The best cls and reg losses together, at the top rung: compared there with the single-branch
-        winners on the same schedule and seeds."""
-        top = self.rungs[-1]
+        """The best cls and reg losses together, through the same rungs as any candidate: every pair trains
+        on rung 0's seeds and length, and every pair that trained well on a rung goes on to the next, so a
+        pair is compared at the top rung on the schedule and seeds of the single-branch winners. Each rung
+        records its own status (one `combine` event per pair and rung); a pair that breaks on a rung stops
+        there and ranks as failed, and the budget decides, rung by rung, how many pairs it can afford."""
         cls_b = self.cfg.cls_branch
         n = self.cfg.evolution.combine_top
         cls_best = [r.text for r in self.engines[cls_b].best(n) if r.text != DEFAULT]
@@ -466,41 +468,45 @@ class Search:
         reason = self.budget_left(proxies)
         if reason is not None:
             self.stopped = reason
-        pairs = pairs[: self.affordable(proxies, top.cost, len(pairs))]
         if not pairs or reason is not None:
             return
-        by_pair = proxies.evaluate_pairs(pairs, top.seeds, top.multiplier)
+        rungs: dict[tuple[str, str], dict[str, list[float]]] = {p: {} for p in pairs}
+        failures: dict[tuple[str, str], dict[str, str]] = {p: {} for p in pairs}
+        events = []
+        alive = pairs
+        for rung in self.rungs:
+            alive = alive[: self.affordable(proxies, rung.cost, len(alive))]
+            if not alive:
+                break
+            by_pair = proxies.evaluate_pairs(alive, rung.seeds, rung.multiplier)
+            for (c, r), runs in by_pair.items():
+                aps = [ap_of(x) for x in runs]
+                broke = _first_not_ok(runs, rung.seeds)
+                rungs[(c, r)][str(rung.index)] = aps
+                if broke is not None:
+                    failures[(c, r)][str(rung.index)] = broke
+                events.append(
+                    {
+                        "unit": "combine",
+                        "branch": "both",
+                        "stage": "combine",
+                        "text": f"{c} + {r}",
+                        "cls": c,
+                        "reg": r,
+                        "rung": rung.index,
+                        "seeds": list(rung.seeds),
+                        "aps": aps,
+                        "ap": statistics.fmean(aps),
+                        "status": next((x.get("status") for x in runs if x.get("status") != "ok"), "ok"),
+                        "failure": broke,
+                    }
+                )
+            alive = [p for p in alive if not failures[p]]
         failpoint("combine")
-        self.combos = []
-        for (c, r), runs in by_pair.items():
-            aps = [ap_of(x) for x in runs]
-            broke = _first_not_ok(runs, top.seeds)
-            self.combos.append(
-                {
-                    "cls": c,
-                    "reg": r,
-                    "rung": top.index,
-                    "seeds": list(top.seeds),
-                    "aps": aps,
-                    "ap": statistics.fmean(aps),
-                    # a pair that broke on any seed has no result at the top rung: it cannot be the winner
-                    "status": next((x.get("status") for x in runs if x.get("status") != "ok"), "ok"),
-                    "failure": broke,
-                }
-            )
-        self.run.append(
-            EVENTS,
-            [
-                {
-                    "unit": "combine",
-                    "branch": "both",
-                    "stage": "combine",
-                    "text": f"{c['cls']} + {c['reg']}",
-                    **c,
-                }
-                for c in self.combos
-            ],
-        )
+        self.combos = [
+            _combined(c, r, rungs[(c, r)], failures[(c, r)], self.rungs) for c, r in pairs if rungs[(c, r)]
+        ]
+        self.run.append(EVENTS, events)
 
     # --- the winners ----------------------------------------------------------------------------
     def best_pair(self) -> tuple[str, str]:
@@ -616,6 +622,30 @@ def _per_task(runs: list[dict[str, Any]]) -> dict[str, Any]:
         return {}
     names = list(runs[0]["tasks"])
     return {"task_aps": {n: [x.get("tasks", {}).get(n, {}).get("ap", 0.0) for x in runs] for n in names}}
+
+
+def _combined(
+    cls_: str, reg_: str, aps: dict[str, list[float]], failures: dict[str, str], rungs: list[Any]
+) -> dict[str, Any]:
+    """A combined pair's standing, as the winners read it: the highest rung it reached with every seed
+    finishing, its mean AP there, and "ok" only if it broke on no rung (a failure at any rung ranks it
+    as failed, like any candidate's)."""
+    reached = [int(i) for i in aps if i not in failures]
+    top = max(reached, default=0)
+    first_failure = next((failures[i] for i in sorted(failures, key=int)), None)
+    return {
+        "cls": cls_,
+        "reg": reg_,
+        "rung": top,
+        "seeds": list(rungs[top].seeds),
+        "aps": aps.get(str(top), []),
+        "ap": statistics.fmean(aps[str(top)]) if str(top) in aps else 0.0,
+        # the status of the first rung it broke on ("diverged", "failed"), as a candidate's rung-0 status
+        "status": "ok" if first_failure is None else first_failure.split(":", 1)[0],
+        "failure": first_failure,
+        "rungs": aps,
+        "rung_failures": failures,
+    }
 
 
 def _first_not_ok(runs: list[dict[str, Any]], seeds: tuple[int, ...] | list[int]) -> str | None:

@@ -125,7 +125,7 @@ def search_plan(cfg: SearchConfig, units: list[str]) -> dict[str, int]:
     - generation g of a branch: top-K candidates at rung 0, and at each higher rung the promotions that
       successive halving makes when the leaders hold: the best fraction of everything trained at the rung
       below (the branch's anchors and top-K per generation so far), less what that rung already trained;
-    - combine: the best combine-top cls x reg losses at the top rung;
+    - combine: the best combine-top cls x reg losses, on every rung;
     - final: `EXPECTED_FINAL_PAIRS` pairs on the held-out seeds. The budget reserves the most the final can
       cost (`reserved_costs`: 5 pairs), but a final trains 5 only where the winner is neither new nor a
       named loss (a rescaling or a sum of named parts), and an ETA planned on 5 would overshoot by a
@@ -144,7 +144,7 @@ def search_plan(cfg: SearchConfig, units: list[str]) -> dict[str, int]:
         elif unit == "final":
             plan[unit] = final // FINAL_PAIRS * EXPECTED_FINAL_PAIRS
         elif unit == "combine":
-            plan[unit] = ev.combine_top**2 * rungs[-1].cost * tasks
+            plan[unit] = ev.combine_top**2 * sum(r.cost for r in rungs) * tasks
         else:
             branch, gen = unit.rsplit(":", 1)
             plan[unit] = _generation_cost(branch, int(gen), cfg) * tasks

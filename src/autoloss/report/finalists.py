@@ -163,7 +163,7 @@ def finalist_rung_lines(run: RunDir, summary: dict[str, Any]) -> list[str]:
         f"Each row of the final table at each rung of the search: {what} on the search-val split, mean over "
         "the rung's seeds, as selection saw it (a seed that did not finish counts 0). — : the pair was not "
         "trained at that rung (the search trains one branch's loss beside the other's default, and "
-        "combines two found losses at the top rung only).",
+        "trains a combination of two found losses only after the generations).",
         "",
         "| losses | "
         + " | ".join(
