@@ -205,3 +205,30 @@ def test_noise_ceiling_and_seed_bootstrap_by_hand():
     assert -1.0 <= lo < 0 < hi <= 1.0
     lo, hi = tau_over_losses_and_seeds(same, same, resamples=300)
     assert lo >= 0.0 and hi == 1.0
+
+
+@pytest.mark.slow
+def test_a_panel_with_a_runs_survivors_trains_on_seeds_the_run_never_used(tmp_path):
+    import yaml
+
+    from autoloss.evolution.config import budget_config
+    from autoloss.fidelity.panel import panel_seeds
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = budget_config("smoke").replace(evolution={"rungs": "1x1,2x2", "seed": 0, "final_seeds": 2})
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    lines = [{"branch": "reg", "stage": "screened", "text": "Sub(1,Div(I,U))", "mos_score": 0.9}]
+    (run / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert panel_seeds(2) == [0, 1]
+    assert panel_seeds(2, run) == [5, 6]  # the rungs used 0 and 1-2, the final 3-4
+    with pytest.raises(FidelityError, match=r"no config\.yaml"):
+        panel_seeds(2, tmp_path / "nothing")
+    out = tmp_path / "fid"
+    args = ["fidelity", "--proxy", "fcos:shapes:64:4", "--target", "fcos:shapes:64:4", "--no-panel"]
+    args += ["--loss", "default;default", "--loss", "bce;default", "--from-run", str(run), "--survivors", "1"]
+    args += ["--seeds", "1", "--batch-size", "2", "--backend", "serial", "--out", str(out), "--quiet"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    records = json.loads((out / "fidelity.json").read_text())["records"]
+    assert len(records) == 3 * 2 and {rec["seed"] for rec in records} == {5}

@@ -37,7 +37,8 @@ DEFAULT_PROXY = "fcos:bccd:128:300"
     "--from-run",
     type=click.Path(exists=True, file_okay=False),
     default=None,
-    help="Add filter survivors of this search's run directory to the panel (best MOS scores first).",
+    help="Add filter survivors of this search's run directory to the panel (best MOS scores first); the "
+    "panel then trains on seeds above every seed that run used.",
 )
 @click.option(
     "--survivors", type=int, default=4, show_default=True, help="How many survivors --from-run adds."
@@ -81,7 +82,7 @@ def fidelity(
 
     from autoloss.cli.live import TrainingsDisplay
     from autoloss.fidelity import parse_task, train_panel
-    from autoloss.fidelity.panel import PanelEntry, default_panel, survivors_from_run, unique
+    from autoloss.fidelity.panel import PanelEntry, default_panel, panel_seeds, survivors_from_run, unique
     from autoloss.fidelity.report import agreement_rows, markdown, scatter_plot, scores_by_task
     from autoloss.fidelity.tasks import FidelityError
     from autoloss.loss import Loss
@@ -106,6 +107,7 @@ def fidelity(
     entries = default_panel(cls_branch) if panel else []
     if from_run is not None:
         entries += survivors_from_run(from_run, survivors, cls_branch)
+    seed_list = panel_seeds(seeds, from_run)
     for i, pair in enumerate(losses):
         cls_text, sep, reg_text = pair.partition(";")
         if not sep:
@@ -129,7 +131,7 @@ def fidelity(
         records = train_panel(
             tasks,
             [(e.cls, e.reg) for e in entries],
-            list(range(seeds)),
+            seed_list,
             out,
             device=device,
             backend=backend,

@@ -106,3 +106,19 @@ def survivors_from_run(run_dir: str | Path, count: int, cls_branch: str) -> list
                     PanelEntry(label, text, "default") if b != "reg" else PanelEntry(label, "default", text)
                 )
     return out
+
+
+def panel_seeds(count: int, run_dir: str | Path | None = None) -> list[int]:
+    """The seeds every pair of a panel trains with: 0 … count-1; with a search run whose survivors join the
+    panel (`--from-run`), the first `count` seeds above every seed that run trained with (its rungs', which
+    chose the survivors, and its final's), so no entry is scored on the draws that selected it."""
+    if run_dir is None:
+        return list(range(count))
+    from autoloss.fidelity.tasks import FidelityError
+    from autoloss.transfer.plan import TransferError, seeds_after_run
+
+    try:
+        first = seeds_after_run(run_dir)
+    except TransferError as exc:
+        raise FidelityError(str(exc)) from None
+    return list(range(first, first + count))
