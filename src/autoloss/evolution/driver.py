@@ -512,19 +512,8 @@ class Search:
     def best_pair(self) -> tuple[str, str]:
         """The best (cls, reg) by rung reached, then mean AP there: combinations, single-branch winners and
         the anchors (the default and the named losses) on equal terms."""
-        options: list[tuple[int, float, str, str]] = [
-            (c["rung"], c["ap"], c["cls"], c["reg"]) for c in self.combos if c.get("status") == "ok"
-        ]
-        for b, evo in self.engines.items():
-            for r in evo.best(1):
-                if r.rung_failures:  # the branch's best failed on a rung: every one did; it wins nothing
-                    continue
-                cls_, reg_ = self._job(b, r.text)[:2]
-                options.append((r.top_rung, r.ap, cls_, reg_))
-        if not options:
-            return (DEFAULT, DEFAULT)
-        options.sort(key=lambda o: (-o[0], -o[1], o[2], o[3]))
-        return options[0][2], options[0][3]
+        ranked = self._ranked_pairs(lambda evo: evo.best(1))
+        return ranked[0] if ranked else (DEFAULT, DEFAULT)
 
     def best_new(self) -> tuple[str, str] | None:
         """The best (cls, reg) whose newest part is a *new* loss (evolution/novelty.py: not the default, a
@@ -533,22 +522,26 @@ class Search:
         named loss: the method's claim is about new losses."""
         from autoloss.evolution.novelty import classify
 
+        branches = (self.cfg.cls_branch, "reg")
+        for pair in self._ranked_pairs(lambda evo: [r for r in evo.best(len(evo.evaluated)) if not r.anchor]):
+            if any(classify(t, b).kind == "new" for b, t in zip(branches, pair, strict=True)):
+                return pair
+        return None
+
+    def _ranked_pairs(self, entries: Callable[[Evolution], list[Evaluated]]) -> list[tuple[str, str]]:
+        """The combinations that trained well on every rung they were given, and `entries` of each branch's
+        engine that broke on no rung (paired with the other branch's default), best first: by rung
+        reached, then mean AP there, ties by text — the one order the winners are read in."""
         options: list[tuple[int, float, str, str]] = [
             (c["rung"], c["ap"], c["cls"], c["reg"]) for c in self.combos if c.get("status") == "ok"
         ]
         for b, evo in self.engines.items():
-            for r in evo.best(len(evo.evaluated)):
-                if r.rung_failures or r.anchor:
+            for r in entries(evo):
+                if r.rung_failures:  # broke on a rung: it wins nothing
                     continue
-                cls_, reg_ = self._job(b, r.text)[:2]
-                options.append((r.top_rung, r.ap, cls_, reg_))
+                options.append((r.top_rung, r.ap, *pair_of(b, r.text)))
         options.sort(key=lambda o: (-o[0], -o[1], o[2], o[3]))
-        branches = (self.cfg.cls_branch, "reg")
-        for _, _, cls_, reg_ in options:
-            kinds = [classify(t, b).kind for b, t in zip(branches, (cls_, reg_), strict=True)]
-            if "new" in kinds:
-                return cls_, reg_
-        return None
+        return [(c, r) for _, _, c, r in options]
 
     def trained_ok(self) -> tuple[int, int]:
         """(candidates, anchors) whose rung-0 training finished: new expressions, and the default and

@@ -13,6 +13,7 @@ what it spent once it has finished. No terminal code here: the CLI renders what 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -260,12 +261,9 @@ class ProgressLog:
     a journal it cannot write stops the log, never the search."""
 
     def __init__(self, cfg: SearchConfig):
-        import time
-
-        self._clock = time.monotonic
         self.tracker = SearchProgress(cfg)
         self.run: Any = None
-        self.started = self._clock()
+        self.started = time.monotonic()
         self.stopped: str | None = None
 
     def __call__(self, event: dict[str, Any]) -> None:
@@ -274,11 +272,11 @@ class ProgressLog:
         if kind == "start":
             from autoloss.runs.rundir import RunDir
 
-            self.started = self._clock()
+            self.started = time.monotonic()
             self.run = RunDir.open(event["run"])
         if self.run is None or self.stopped is not None or kind not in ("start", "proxy-done", "unit-done"):
             return
-        elapsed = self._clock() - self.started
+        elapsed = time.monotonic() - self.started
         est = self.tracker.estimate(elapsed_s=elapsed)
         line = {
             "event": kind,

@@ -112,22 +112,19 @@ def tau_over_losses_and_seeds(
     """95 % percentile interval of Kendall τ between the seed-mean scores of two tasks, resampling the losses
     (paired) and, independently on each task, the seeds: both the choice of panel and the seed luck of each
     training move τ. `proxy` / `target`: AP per loss, per seed."""
-    from scipy.stats import kendalltau
-
     x = np.asarray(proxy, dtype=np.float64)
     y = np.asarray(target, dtype=np.float64)
     if x.ndim != 2 or y.ndim != 2 or len(x) != len(y) or len(x) < 4:
         return (math.nan, math.nan)
     rng = np.random.default_rng(seed)
-    taus = np.empty(resamples)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for i in range(resamples):
-            losses = rng.integers(0, len(x), len(x))
-            sx = rng.integers(0, x.shape[1], x.shape[1])
-            sy = rng.integers(0, y.shape[1], y.shape[1])
-            t = kendalltau(x[losses][:, sx].mean(1), y[losses][:, sy].mean(1)).statistic
-            taus[i] = 0.0 if t != t else t  # a resample with every rank tied: no agreement
+    xs = np.empty((resamples, len(x)))
+    ys = np.empty((resamples, len(y)))
+    for i in range(resamples):
+        losses = rng.integers(0, len(x), len(x))
+        sx = rng.integers(0, x.shape[1], x.shape[1])
+        sy = rng.integers(0, y.shape[1], y.shape[1])
+        xs[i], ys[i] = x[losses][:, sx].mean(1), y[losses][:, sy].mean(1)
+    taus = _tau(xs, ys)  # every resample at once; one with every rank tied counts as no agreement (0)
     lo, hi = np.percentile(taus, [2.5, 97.5])
     return (float(lo), float(hi))
 
